@@ -1,0 +1,27 @@
+"""jestimator: tf.estimator's API as a pure-functional JAX/Flax framework.
+
+  import flax.linen as nn, optax, jestimator as je
+
+  def model_fn(features, labels, mode, params):
+    logits = nn.Dense(10)(features['x'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return je.EstimatorSpec(mode, loss=loss, optimizer=optax.adam(1e-3),
+                            predictions={'class_ids': logits.argmax(-1)})
+
+  est = je.Estimator(model_fn, model_dir='runs/x', config=je.RunConfig(seed=0))
+  est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
+"""
+
+from jestimator import hooks, inputs, metrics
+from jestimator.config import RunConfig
+from jestimator.estimator import Estimator, NanLossDuringTrainingError
+from jestimator.inputs import InputContext
+from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.training.mask import example_mask
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'Estimator', 'EstimatorSpec', 'InputContext', 'ModeKeys', 'NanLossDuringTrainingError',
+    'RunConfig', 'example_mask', 'hooks', 'inputs', 'metrics',
+]

@@ -1,0 +1,87 @@
+"""`RunConfig`: everything about *how* an Estimator runs, in one frozen value.
+
+Names and defaults follow tf.estimator.RunConfig: checkpoints every 600 s
+unless `save_checkpoints_steps` is given (giving both is an error), five kept,
+a log line every 100 steps. Distribution is explicit here too: `mesh` (a
+`jax.sharding.Mesh`) or `mesh_shape` (axis name -> size, one size may be -1);
+by default one axis `data` over every device of every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+
+_DEFAULT_SECS = 600
+
+
+class _Unset:
+  def __repr__(self):
+    return '<default>'
+
+
+_UNSET = _Unset()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """How to run: seed, checkpoint and log cadence, mesh, progress display.
+
+  Attributes:
+    model_dir: where checkpoints live; None -> a temporary directory.
+    seed: seeds parameter init and every per-step RNG (`fold_in(key, step)`).
+    save_checkpoints_steps: save every this many steps (exclusive with secs).
+    save_checkpoints_secs: save when this many seconds passed (default 600).
+    keep_checkpoint_max: how many checkpoints to keep (None keeps all).
+    log_step_count_steps: log loss and speed every this many steps.
+    mesh: an explicit `jax.sharding.Mesh`; it must have a `data_axis` axis.
+    mesh_shape: axis name -> size for a mesh over all devices (if no `mesh`).
+    data_axis: the mesh axis the batch is split on.
+    rng_streams: Flax RNG stream names fed to the model_fn every step.
+    async_checkpoints: write checkpoints in the background (orbax async).
+    progress_bar: show tqdm bars for train (known total), evaluate, predict.
+  """
+
+  model_dir: str | None = None
+  seed: int = 0
+  save_checkpoints_steps: int | None = None
+  save_checkpoints_secs: float | None | _Unset = _UNSET
+  keep_checkpoint_max: int | None = 5
+  log_step_count_steps: int | None = 100
+  mesh: jax.sharding.Mesh | None = None
+  mesh_shape: Mapping[str, int] | None = None
+  data_axis: str = 'data'
+  rng_streams: tuple[str, ...] = ('dropout',)
+  async_checkpoints: bool = True
+  progress_bar: bool = True
+
+  def __post_init__(self):
+    secs = self.save_checkpoints_secs
+    if self.save_checkpoints_steps is not None and secs not in (None, _UNSET):
+      raise ValueError(
+          'RunConfig: save_checkpoints_steps and save_checkpoints_secs cannot both be set '
+          f'(got {self.save_checkpoints_steps} and {secs}).')
+    if secs is _UNSET:
+      secs = None if self.save_checkpoints_steps is not None else _DEFAULT_SECS
+      object.__setattr__(self, 'save_checkpoints_secs', secs)
+    for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps'):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value <= 0):
+        raise ValueError(f'RunConfig: {name} must be a positive int or None, got {value!r}.')
+    if self.mesh is not None and self.data_axis not in self.mesh.axis_names:
+      raise ValueError(
+          f'RunConfig: mesh axes {self.mesh.axis_names} do not include data_axis '
+          f'{self.data_axis!r}.')
+    if self.mesh_shape is not None:
+      object.__setattr__(self, 'mesh_shape', dict(self.mesh_shape))
+    object.__setattr__(self, 'rng_streams', tuple(self.rng_streams))
+
+  def replace(self, **changes) -> 'RunConfig':
+    """A copy with `changes`; setting one checkpoint cadence clears the other."""
+    if 'save_checkpoints_steps' in changes and 'save_checkpoints_secs' not in changes:
+      changes['save_checkpoints_secs'] = None if changes['save_checkpoints_steps'] else _UNSET
+    if 'save_checkpoints_secs' in changes and 'save_checkpoints_steps' not in changes:
+      changes['save_checkpoints_steps'] = None
+    return dataclasses.replace(self, **changes)

@@ -1,0 +1,46 @@
+"""Host numpy batches -> global `jax.Array`s sharded on the mesh's data axis.
+
+Each process passes its own part of the global batch; the global batch is the
+concatenation over processes (`jax.make_array_from_process_local_data`). The
+transfer is asynchronous, so feeding the next batch overlaps the current step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from jestimator.distribute.mesh import batch_sharded
+
+
+class BatchFeeder:
+  """Turns per-process numpy pytrees `[local_batch, ...]` into global arrays."""
+
+  def __init__(self, mesh: Mesh, data_axis: str):
+    self.sharding = batch_sharded(mesh, data_axis)
+    self.data_axis = data_axis
+    self.data_size = mesh.shape[data_axis]
+    self._checked: set[int] = set()
+
+  def check_batch_size(self, local_batch: int) -> None:
+    """Raises if the global batch does not split evenly over the data axis."""
+    if local_batch in self._checked:
+      return
+    global_batch = local_batch * jax.process_count()
+    if global_batch % self.data_size:
+      raise ValueError(
+          f'The global batch size {global_batch} is not divisible by the {self.data_axis!r} '
+          f'mesh axis size {self.data_size}: use a batch size that is a multiple of '
+          f'{self.data_size} (e.g. drop_remainder=True for the last batch) or a smaller mesh.')
+    self._checked.add(local_batch)
+
+  def __call__(self, tree: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(tree)
+    if not leaves:
+      return tree
+    self.check_batch_size(np.shape(leaves[0])[0])
+    arrays = [jax.make_array_from_process_local_data(self.sharding, x) for x in leaves]
+    return jax.tree.unflatten(treedef, arrays)

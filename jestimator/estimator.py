@@ -1,0 +1,387 @@
+"""`Estimator`: the host loop around the compiled steps (train, evaluate, predict).
+
+No math lives here. Data flows: input_fn -> `InputPipeline` (numpy batches,
+checked against the model's signature) -> `Runner.feed` (global arrays on the
+mesh) -> jitted step -> back here for logs, hooks, progress and checkpoints.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+
+from jestimator.checkpoint import CheckpointStore
+from jestimator.config import RunConfig
+from jestimator.distribute.mesh import mesh_from_config
+from jestimator.hooks.base import Hook, RunContext
+from jestimator.inputs.input_context import InputContext
+from jestimator.inputs.input_fn import call_input_fn
+from jestimator.inputs.padding import batch_size_of, pad_batch
+from jestimator.inputs.pipeline import InputPipeline
+from jestimator.inputs.signature import Signature
+from jestimator.reporting import StepLogger, logger, progress_bar
+from jestimator.spec import ModeKeys
+from jestimator.training.runner import Runner
+from jestimator.training.transform import ModelFnModule, model_fn_args
+
+# Steps the host may run ahead of the device. Bounding it caps memory and
+# avoids an XLA:CPU collective deadlock seen with many in-flight multi-device
+# steps; waiting on step s-4 never idles the device.
+_MAX_INFLIGHT_STEPS = 4
+
+
+class NanLossDuringTrainingError(RuntimeError):
+  """The training loss became NaN or infinite."""
+
+
+class Estimator:
+  """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
+
+  Args:
+    model_fn: `model_fn(features, labels, mode, params, config) -> EstimatorSpec`
+      (only `features` is required; arguments are matched by name).
+    model_dir: checkpoint directory; default `config.model_dir`, else a temp dir.
+    config: a `RunConfig`.
+    params: hyperparameters passed to model_fn and input_fn.
+  """
+
+  def __init__(self, model_fn: Callable, model_dir: str | None = None,
+               config: RunConfig | None = None, params: dict | None = None):
+    model_fn_args(model_fn)
+    config = config or RunConfig()
+    if model_dir and config.model_dir and os.path.abspath(model_dir) != os.path.abspath(
+        config.model_dir):
+      raise ValueError(f'model_dir {model_dir!r} differs from config.model_dir '
+                       f'{config.model_dir!r}.')
+    model_dir = model_dir or config.model_dir
+    if model_dir is None:
+      model_dir = tempfile.mkdtemp(prefix='jestimator_')
+      logger.warning('Using temporary folder as model directory: %s', model_dir)
+    self._config = config.replace(model_dir=os.fspath(model_dir))
+    self._params = copy.deepcopy(params or {})
+    self._model_fn = model_fn
+    self._mesh = mesh_from_config(self._config)
+    module = ModelFnModule(model_fn, hparams=self._params, config=self._config)
+    self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams)
+    self._store: CheckpointStore | None = None
+    self._optimizer = None
+
+  # -- properties -----------------------------------------------------------
+
+  @property
+  def model_dir(self) -> str:
+    return self._config.model_dir
+
+  @property
+  def config(self) -> RunConfig:
+    return self._config
+
+  @property
+  def params(self) -> dict:
+    return copy.deepcopy(self._params)
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return self._mesh
+
+  def __repr__(self) -> str:
+    name = getattr(self._model_fn, '__name__', repr(self._model_fn))
+    step = self._checkpoints().latest_step()
+    return (f'Estimator(model_fn={name}, model_dir={self.model_dir!r}, global_step={step}, '
+            f'mesh={dict(self._mesh.shape)})')
+
+  # -- checkpoints ----------------------------------------------------------
+
+  def _checkpoints(self) -> CheckpointStore:
+    if self._store is None:
+      c = self._config
+      self._store = CheckpointStore(c.model_dir, c.keep_checkpoint_max, c.async_checkpoints)
+    return self._store
+
+  def latest_checkpoint(self) -> str | None:
+    """The path of the newest finished checkpoint, or None."""
+    step = self._checkpoints().latest_step()
+    return None if step is None else self._checkpoints().path(step)
+
+  def get_variable_names(self) -> list[str]:
+    """Names of the saved variables ('params/Dense_0/kernel', ..., 'global_step')."""
+    return sorted(self._saved_variables()) + ['global_step']
+
+  def get_variable_value(self, name: str) -> np.ndarray:
+    """The value of one saved variable, as numpy."""
+    if name == 'global_step':
+      return np.asarray(self._checkpoints().latest_step(), np.int64)
+    saved = self._saved_variables()
+    if name not in saved:
+      raise ValueError(f'variable {name!r} not in the checkpoint; names: {sorted(saved)}.')
+    return saved[name]
+
+  def _saved_variables(self) -> dict[str, np.ndarray]:
+    step = self._checkpoints().latest_step()
+    if step is None:
+      raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
+    flat = jax.tree_util.tree_flatten_with_path(self._checkpoints().variables_as_numpy(step))[0]
+    return {'/'.join(str(k.key) for k in path): value for path, value in flat}
+
+  # -- input ------------------------------------------------------------------
+
+  def _pipeline(self, input_fn: Callable, mode: str) -> InputPipeline:
+    context = InputContext(num_input_pipelines=jax.process_count(),
+                           input_pipeline_id=jax.process_index(),
+                           num_replicas_in_sync=self._runner.feed.data_size)
+    source = call_input_fn(input_fn, mode=mode, params=self.params, config=self._config,
+                           input_context=context)
+    return InputPipeline(source, mode)
+
+  @staticmethod
+  def _first(pipeline: InputPipeline, mode: str) -> tuple[Any, Any]:
+    try:
+      features, labels = next(pipeline)
+    except StopIteration:
+      raise ValueError(f'input_fn returned an empty dataset (mode={mode!r}): no batch to '
+                       'run on.') from None
+    if labels is None and mode != ModeKeys.PREDICT:
+      raise ValueError(f'labels are None in mode {mode!r}: the input_fn must return '
+                       '(features, labels).')
+    return features, labels
+
+  # -- train ------------------------------------------------------------------
+
+  def train(self, input_fn: Callable, hooks: Sequence[Hook] | None = None,
+            steps: int | None = None, max_steps: int | None = None) -> 'Estimator':
+    """Trains until `steps` more steps, global step `max_steps`, or the input ends.
+
+    Resumes from the newest checkpoint in model_dir, including the input
+    position, so N + N steps in two calls equal 2N steps in one.
+    """
+    if steps is not None and max_steps is not None:
+      raise ValueError('Can not provide both steps and max_steps.')
+    for name, value in (('steps', steps), ('max_steps', max_steps)):
+      if value is not None and value <= 0:
+        raise ValueError(f'Must specify {name} > 0, given: {value}')
+    store = self._checkpoints()
+    start = store.latest_step() or 0
+    if max_steps is not None and start >= max_steps:
+      logger.info('Skipping training since max_steps has already saved (global step %d).', start)
+      return self
+    last = start + steps if steps is not None else max_steps
+    state, pipeline, signature, batch = self._start_training(input_fn, start)
+    return self._train_loop(state, pipeline, signature, batch, start, last, list(hooks or []))
+
+  def _start_training(self, input_fn, start):
+    store, runner = self._checkpoints(), self._runner
+    pipeline = self._pipeline(input_fn, ModeKeys.TRAIN)
+    meta = store.metadata(start) if start else None
+    if meta is not None:
+      self._restore_input(pipeline, start, meta)
+      try:
+        features, labels = next(pipeline)
+      except StopIteration:
+        logger.info('The input saved at step %d is exhausted; calling input_fn anew.', start)
+        pipeline = self._pipeline(input_fn, ModeKeys.TRAIN)
+        meta['input_position'] = 0
+        features, labels = self._first(pipeline, ModeKeys.TRAIN)
+      signature = Signature.from_json(meta['signature'])
+      signature.check(features, labels)
+    else:
+      features, labels = self._first(pipeline, ModeKeys.TRAIN)
+      signature = Signature.of(features, labels)
+    batch = runner.feed((features, labels))
+    if self._optimizer is None:
+      self._optimizer = runner.abstract_spec(*batch, ModeKeys.TRAIN).optimizer
+    if meta is None:
+      state = runner.init_state(self._config.seed, *batch, ModeKeys.TRAIN, self._optimizer)
+    else:
+      abstract = runner.abstract_state(*batch, ModeKeys.TRAIN, self._optimizer)
+      state = store.restore_state(start, abstract)
+    return state, pipeline, signature, batch
+
+  def _restore_input(self, pipeline, step, meta) -> None:
+    try:
+      self._checkpoints().restore_input(step, pipeline, meta['input_position'])
+    except Exception as e:  # a changed input_fn: its state no longer fits
+      logger.warning('Could not restore the input position saved at step %d (%s); the input '
+                     'starts from the beginning.', step, e)
+
+  def _train_loop(self, state, pipeline, signature, batch, start, last, hooks):
+    store, runner, config = self._checkpoints(), self._runner, self._config
+    train_step = runner.train_step(self._optimizer)
+    nan_step = runner.scalar(-1, np.int32)
+    examples = batch_size_of(batch[0]) * jax.process_count()
+    step_logger = StepLogger(config.log_step_count_steps, start, examples)
+    ctx = RunContext(self, start, state)
+    meta = {'signature': signature.to_json()}
+    step, saved_step, saved_time = start, start, time.monotonic()
+    inflight = collections.deque()
+    loss = None
+
+    def check_finite():
+      bad = int(nan_step)
+      if bad >= 0:
+        raise NanLossDuringTrainingError(
+            f'NaN loss during training at global step {bad}; the last checkpoint '
+            f'(step {saved_step}) is kept.')
+
+    def save():
+      nonlocal saved_step, saved_time
+      check_finite()
+      store.save(step, state, pipeline,
+                 {**meta, 'global_step': step, 'input_position': pipeline.position})
+      saved_step, saved_time = step, time.monotonic()
+
+    for hook in hooks:
+      hook.begin(ctx)
+    bar = progress_bar(None if last is None else last - start, 'train', 'step',
+                       config.progress_bar)
+    try:
+      while last is None or step < last:
+        state, nan_step, loss = train_step(state, nan_step, *batch)
+        step += 1
+        inflight.append(loss)
+        if len(inflight) > _MAX_INFLIGHT_STEPS:
+          inflight.popleft().block_until_ready()
+        if step_logger.due(step):
+          check_finite()
+          step_logger.log(step, float(loss))
+        if ((config.save_checkpoints_steps and step % config.save_checkpoints_steps == 0) or
+            (config.save_checkpoints_secs is not None and
+             time.monotonic() - saved_time >= config.save_checkpoints_secs)):
+          save()
+        ctx.step, ctx.state = step, state
+        for hook in hooks:
+          hook.after_step(ctx)
+        bar.update(1)
+        if ctx.stop_requested or (last is not None and step >= last):
+          break
+        try:
+          features, labels = next(pipeline)
+        except StopIteration:
+          logger.info('Input ended at global step %d.', step)
+          break
+        signature.check(features, labels)
+        batch = runner.feed((features, labels))
+      for hook in hooks:
+        hook.end(ctx)
+      if step != saved_step:
+        save()
+      if loss is not None:
+        logger.info('Loss for final step: %s.', float(loss))
+    finally:
+      bar.close()
+      store.wait()
+    return self
+
+  # -- evaluate / predict -------------------------------------------------------
+
+  def _variables(self, mode, checkpoint_path, features, labels):
+    """(variables, global_step) from a checkpoint, or a fresh init with a warning."""
+    store = self._checkpoints()
+    if checkpoint_path is not None:
+      store = CheckpointStore(os.path.dirname(os.path.abspath(checkpoint_path)), None, False)
+      step = int(os.path.basename(os.path.normpath(checkpoint_path)))
+    else:
+      step = store.latest_step()
+    if step is None:
+      logger.warning('Could not find trained model in model_dir: %s, running initialization '
+                     'to %s.', self.model_dir, 'evaluate' if mode == ModeKeys.EVAL else 'predict')
+      state = self._runner.init_state(self._config.seed, features, labels, mode, None)
+      return state.variables, state.rng, 0
+    abstract = store.abstract_variables(step, self._runner.replicated)
+    rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)
+    return store.restore_variables(step, abstract), rng, step
+
+  def _padded_batches(self, pipeline, first, size, steps) -> Iterator:
+    """(global features, labels, mask, n) per batch, padded to `size` examples."""
+    signature = Signature.of(*first)
+    batch, count = first, 0
+    while True:
+      signature.check(*batch)
+      n = batch_size_of(batch[0])
+      (features, labels), mask = pad_batch(batch, size)
+      yield (*self._runner.feed((features, labels, mask)), n)
+      count += 1
+      if steps is not None and count >= steps:
+        return
+      try:
+        batch = next(pipeline)
+      except StopIteration:
+        return
+
+  def evaluate(self, input_fn: Callable, steps: int | None = None,
+               hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
+               name: str | None = None) -> dict[str, Any]:
+    """Metrics over the input (every example exactly once), plus `loss` and `global_step`."""
+    del hooks, name
+    if steps is not None and steps <= 0:
+      raise ValueError(f'Must specify steps > 0, given: {steps}')
+    pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
+    first = self._first(pipeline, ModeKeys.EVAL)
+    size = batch_size_of(first[0])
+    g_features, g_labels = self._runner.feed(first)
+    variables, rng, global_step = self._variables(ModeKeys.EVAL, None if checkpoint_path is None
+                                                  else checkpoint_path, g_features, g_labels)
+    mask = self._runner.feed(np.ones(size, np.float32))
+    shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
+    acc = self._runner.zeros_like_shapes(shapes)
+    eval_step, is_first = self._runner.eval_step(), True
+    total = steps if steps is not None else pipeline.num_batches
+    with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
+      for features, labels, mask, _ in self._padded_batches(pipeline, first, size, steps):
+        acc = eval_step(variables, rng, acc, features, labels, mask,
+                        self._runner.scalar(is_first, np.bool_))
+        is_first = False
+        bar.update(1)
+    results = {k: np.asarray(jax.device_get(m.compute())) for k, m in acc.items()}
+    results['global_step'] = np.int64(global_step)
+    logger.info('Saving dict for global step %d: %s', global_step,
+                ', '.join(f'{k} = {v:.6g}' if np.ndim(v) == 0 else f'{k} = {v}'
+                          for k, v in sorted(results.items())))
+    return results
+
+  def predict(self, input_fn: Callable, predict_keys: Sequence[str] | str | None = None,
+              hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
+              yield_single_examples: bool = True) -> Iterator[Any]:
+    """Yields one prediction per input example, in input order (padding stripped)."""
+    del hooks
+    if isinstance(predict_keys, str):
+      predict_keys = [predict_keys]
+    pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
+    first = self._first(pipeline, ModeKeys.PREDICT)
+    size = batch_size_of(first[0])
+    g_features, _ = self._runner.feed(first)
+    variables, rng, _ = self._variables(ModeKeys.PREDICT, checkpoint_path, g_features, None)
+    predict_step = self._runner.predict_step()
+    pending = collections.deque()
+    with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:
+      for features, _, mask, n in self._padded_batches(pipeline, first, size, None):
+        pending.append((predict_step(variables, rng, features, mask), n))
+        if len(pending) > 1:
+          yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
+        bar.update(1)
+      while pending:
+        yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
+
+  @staticmethod
+  def _unbatch(predictions, n, predict_keys, single) -> Iterator[Any]:
+    predictions = jax.tree.map(lambda x: np.asarray(x)[:n], jax.device_get(predictions))
+    if predict_keys is not None:
+      if not isinstance(predictions, dict):
+        raise ValueError('predict_keys needs predictions to be a dict.')
+      missing = [k for k in predict_keys if k not in predictions]
+      if missing:
+        raise ValueError(f'Expected to run at least one output from {sorted(predictions)}, '
+                         f'provided {missing}.')
+      predictions = {k: predictions[k] for k in predict_keys}
+    if not single:
+      yield predictions
+      return
+    for i in range(n):
+      yield jax.tree.map(lambda x: x[i], predictions)

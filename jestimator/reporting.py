@@ -1,0 +1,40 @@
+"""What the host loop tells the user: log lines and progress bars.
+
+Loss and speed go to the `jestimator` logger every `log_step_count_steps`
+(reading the loss is the only device sync the train loop makes on its own);
+`tqdm.auto` draws a bar when the total is known, a widget in Jupyter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger('jestimator')
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
+  """A tqdm bar (disabled when `enabled` is False or there is no total to show)."""
+  return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or not total,
+              dynamic_ncols=True, leave=False)
+
+
+class StepLogger:
+  """Logs `loss`, steps/s and examples/s every `every` steps."""
+
+  def __init__(self, every: int | None, start_step: int, examples_per_step: int):
+    self.every = every
+    self.examples_per_step = examples_per_step
+    self._step, self._time = start_step, time.perf_counter()
+
+  def due(self, step: int) -> bool:
+    return bool(self.every) and step % self.every == 0
+
+  def log(self, step: int, loss: float) -> None:
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._time, 1e-9)
+    logger.info('step %d: loss = %.6g (%.1f steps/s, %.0f examples/s)', step, loss, rate,
+                rate * self.examples_per_step)
+    self._step, self._time = step, now

@@ -1,0 +1,138 @@
+"""Pure step functions built from the model_fn module; the runner compiles them.
+
+Each builder returns a function of explicit pytrees only (state, batch, mask),
+so it runs the same under `jax.jit` on one CPU or a mesh of many devices.
+Per-step randomness is `fold_in(state.rng, step)`, split into one key per Flax
+RNG stream: it depends on the seed and the step, never on the device count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jestimator.metrics.mean import Mean
+from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.training.mask import mask_scope
+from jestimator.training.train_state import TrainState
+
+
+def step_rngs(rng: jax.Array, step: jax.Array, streams: Sequence[str]) -> dict[str, jax.Array]:
+  """One key per RNG stream for step `step`: `fold_in(fold_in(rng, step), i)`."""
+  step_key = jax.random.fold_in(rng, step)
+  return {name: jax.random.fold_in(step_key, i) for i, name in enumerate(streams)}
+
+
+def _apply(module, variables, features, labels, mode, rngs) -> tuple[EstimatorSpec, dict]:
+  """Runs the model_fn; returns the spec and the updated non-param collections."""
+  mutable = [c for c in variables if c != 'params']
+  if not mutable:
+    return module.apply(variables, features, labels, mode, rngs=rngs), {}
+  return module.apply(variables, features, labels, mode, rngs=rngs, mutable=mutable)
+
+
+def make_init_fn(module, streams: Sequence[str], optimizer: optax.GradientTransformation | None,
+                 mode: str = ModeKeys.TRAIN) -> Callable:
+  """`init(seed_key, features, labels) -> TrainState` at step 0.
+
+  With `optimizer=None` (evaluate/predict from a fresh init) `opt_state` is ().
+  """
+
+  def init(seed_key, features, labels) -> TrainState:
+    init_key, state_key = jax.random.split(seed_key)
+    rngs = {'params': init_key, **step_rngs(init_key, 0, streams)}
+    variables = dict(module.init(rngs, features, labels, mode))
+    params = variables.pop('params', {})
+    opt_state = optimizer.init(params) if optimizer is not None else ()
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=opt_state, rng=state_key)
+
+  return init
+
+
+def abstract_spec(module, streams: Sequence[str], features, labels, mode: str) -> EstimatorSpec:
+  """The spec of a traced (never executed) init call; its `optimizer` is static."""
+  seed = jax.ShapeDtypeStruct((2,), jnp.uint32)
+
+  def run(seed_key, f, l):
+    rngs = {'params': seed_key, **step_rngs(seed_key, 0, streams)}
+    return module.init_with_output(rngs, f, l, mode)[0]
+
+  return jax.eval_shape(run, seed, features, labels)
+
+
+def make_train_step(module, optimizer: optax.GradientTransformation,
+                    streams: Sequence[str]) -> Callable:
+  """`train_step(state, nan_step, features, labels) -> (state, nan_step, loss)`.
+
+  `nan_step` is an int32 scalar: -1 until a step's loss is not finite, then
+  that step. The host reads it only when it logs or saves, so a NaN costs no
+  per-step sync yet is never checkpointed.
+  """
+
+  def train_step(state: TrainState, nan_step, features, labels):
+    rngs = step_rngs(state.rng, state.step, streams)
+
+    def loss_fn(params):
+      spec, updates = _apply(module, {'params': params, **state.model_state}, features, labels,
+                             ModeKeys.TRAIN, rngs)
+      return spec.loss, updates
+
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+        model_state={**state.model_state, **updates}, opt_state=opt_state)
+    nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), state.step, nan_step)
+    return new_state, nan_step, loss
+
+  return train_step
+
+
+def make_eval_metrics_fn(module, streams: Sequence[str]) -> Callable:
+  """`metrics(variables, rng, features, labels, mask) -> {name: metric state}`.
+
+  Includes `loss` as a Mean of per-batch losses (tf.estimator's evaluate loss),
+  which the padding mask does not touch: each batch counts once.
+  """
+
+  def metrics(variables, rng, features, labels, mask):
+    with mask_scope(mask):
+      spec, _ = _apply(module, variables, features, labels, ModeKeys.EVAL,
+                       step_rngs(rng, 0, streams))
+    out = dict(spec.eval_metrics)
+    out['loss'] = Mean(total=spec.loss.astype(jnp.float32), count=jnp.ones((), jnp.float32))
+    return out
+
+  return metrics
+
+
+def make_eval_step(metrics_fn: Callable) -> Callable:
+  """`eval_step(variables, rng, acc, features, labels, mask, first) -> acc`.
+
+  Merges this batch's metric states into `acc` on device; `first` (a bool
+  scalar) makes the batch's states the new accumulator, so one executable
+  serves every batch and no metric needs a hand-written identity.
+  """
+
+  def eval_step(variables, rng, acc, features, labels, mask, first):
+    new = metrics_fn(variables, rng, features, labels, mask)
+    merged = {k: acc[k].merge(v) for k, v in new.items()}
+    return jax.tree.map(lambda m, n: jnp.where(first, n, m), merged, new)
+
+  return eval_step
+
+
+def make_predict_step(module, streams: Sequence[str]) -> Callable:
+  """`predict_step(variables, rng, features, mask) -> predictions` (padding kept)."""
+
+  def predict_step(variables, rng, features, mask) -> Any:
+    with mask_scope(mask):
+      spec, _ = _apply(module, variables, features, None, ModeKeys.PREDICT,
+                       step_rngs(rng, 0, streams))
+    return spec.predictions
+
+  return predict_step
