@@ -12,7 +12,7 @@
   est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
 """
 
-from jestimator import hooks, inputs, metrics
+from jestimator import distribute, hooks, inputs, metrics
 from jestimator.config import RunConfig
 from jestimator.estimator import Estimator, NanLossDuringTrainingError
 from jestimator.inputs import InputContext
@@ -23,5 +23,5 @@ __version__ = '0.1.0'
 
 __all__ = [
     'Estimator', 'EstimatorSpec', 'InputContext', 'ModeKeys', 'NanLossDuringTrainingError',
-    'RunConfig', 'example_mask', 'hooks', 'inputs', 'metrics',
+    'RunConfig', 'distribute', 'example_mask', 'hooks', 'inputs', 'metrics',
 ]

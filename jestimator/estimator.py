@@ -334,12 +334,15 @@ class Estimator:
     eval_step, is_first = self._runner.eval_step(), True
     total = steps if steps is not None else pipeline.num_batches
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
-      for features, labels, mask, _ in self._padded_batches(pipeline, first, size, steps):
+      for i, (features, labels, mask, _) in enumerate(
+          self._padded_batches(pipeline, first, size, steps)):
         acc = eval_step(variables, rng, acc, features, labels, mask,
                         self._runner.scalar(is_first, np.bool_))
         is_first = False
+        if i % _MAX_INFLIGHT_STEPS == _MAX_INFLIGHT_STEPS - 1:
+          jax.block_until_ready(acc)
         bar.update(1)
-    results = {k: np.asarray(jax.device_get(m.compute())) for k, m in acc.items()}
+    results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}
     results['global_step'] = np.int64(global_step)
     logger.info('Saving dict for global step %d: %s', global_step,
                 ', '.join(f'{k} = {v:.6g}' if np.ndim(v) == 0 else f'{k} = {v}'
