@@ -1,0 +1,129 @@
+"""evaluate counts every example once (padding masked); predict yields each in order."""
+
+import logging
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import struct
+
+import jestimator as je
+from models import make_data, mlp_model_fn
+
+
+@struct.dataclass
+class Count(je.metrics.Metric):
+  """A user-defined metric: how many (unpadded) examples were seen."""
+
+  n: jnp.ndarray
+
+  @classmethod
+  def from_model_output(cls, values):
+    return cls(n=je.metrics.batch_weights(values).sum())
+
+  def merge(self, other):
+    return Count(n=self.n + other.n)
+
+  def compute(self):
+    return self.n
+
+
+def counting_model_fn(features, labels, mode, params):
+  spec = mlp_model_fn(features, labels, mode, params)
+  if mode != je.ModeKeys.EVAL:
+    return spec
+  return je.EstimatorSpec(mode, loss=spec.loss, predictions=spec.predictions, eval_metrics={
+      **spec.eval_metrics, 'count': Count.from_model_output(features['x'][:, 0]),
+      'id_sum': je.metrics.Mean.from_model_output(features['id'].astype(jnp.float32))})
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  x, y = make_data(1000)
+  est = je.Estimator(counting_model_fn, str(tmp_path_factory.mktemp('m')), params={})
+  est.train(je.inputs.numpy_input_fn({'x': x, 'id': np.arange(1000)}, y, batch_size=64,
+                                     num_epochs=None, shuffle=True), max_steps=30)
+  return est, x, y
+
+
+def test_evaluate_counts_each_of_1000_examples_once(trained):
+  est, x, y = trained
+  results = est.evaluate(je.inputs.numpy_input_fn({'x': x, 'id': np.arange(1000)}, y,
+                                                  batch_size=64, shuffle=False))
+  assert results['count'] == 1000  # 15 full batches + 40 real of the padded 16th
+  np.testing.assert_allclose(results['id_sum'], np.arange(1000).mean(), rtol=1e-6)
+  assert results['global_step'] == 30
+  assert set(results) == {'accuracy', 'count', 'id_sum', 'loss', 'global_step'}
+  preds = np.array([p['class_ids'] for p in est.predict(
+      je.inputs.numpy_input_fn({'x': x, 'id': np.arange(1000)}, batch_size=64, shuffle=False))])
+  np.testing.assert_allclose(results['accuracy'], np.mean(preds == y), rtol=1e-6)
+
+
+def test_evaluate_loss_is_mean_of_per_batch_losses(model_dir):
+  """tf.estimator's evaluate loss: each batch's mean loss, averaged over batches."""
+
+  def model_fn(features, labels, mode):
+    w = nn.Dense(1, use_bias=False, kernel_init=nn.initializers.ones)(features['x'])[:, 0]
+    per_example = (w - labels) ** 2
+    mask = je.example_mask()  # exact on the padded last batch
+    loss = (per_example * mask).sum() / mask.sum() if mask is not None else per_example.mean()
+    return je.EstimatorSpec(mode, loss=loss, predictions=w, optimizer=optax.sgd(0.0))
+
+  x = np.arange(20, dtype=np.float32).reshape(20, 1)
+  y = np.zeros(20, np.float32)
+  est = je.Estimator(model_fn, model_dir)
+  results = est.evaluate(je.inputs.numpy_input_fn({'x': x}, y, batch_size=8, shuffle=False))
+  batch_losses = [np.mean(x[i:i + 8, 0] ** 2) for i in (0, 8, 16)]
+  np.testing.assert_allclose(results['loss'], np.mean(batch_losses), rtol=1e-6)
+
+
+def test_evaluate_steps_limits_batches(trained):
+  est, x, y = trained
+  results = est.evaluate(je.inputs.numpy_input_fn({'x': x, 'id': np.arange(1000)}, y,
+                                                  batch_size=64, shuffle=False), steps=3)
+  assert results['count'] == 192
+
+
+def test_predict_yields_1000_results_in_input_order(trained):
+  est, x, _ = trained
+  ids = np.arange(1000)
+  out = list(est.predict(je.inputs.numpy_input_fn({'x': x, 'id': ids}, batch_size=64,
+                                                  shuffle=False)))
+  assert len(out) == 1000
+  np.testing.assert_array_equal([p['id'] for p in out], ids)
+  assert set(out[0]) == {'class_ids', 'logits', 'id'}
+
+
+def test_predict_keys_and_batched_output(trained):
+  est, x, _ = trained
+  fn = je.inputs.numpy_input_fn({'x': x[:100], 'id': np.arange(100)}, batch_size=64,
+                                shuffle=False)
+  only = list(est.predict(fn, predict_keys=['class_ids']))
+  assert set(only[0]) == {'class_ids'} and len(only) == 100
+  batches = list(est.predict(fn, yield_single_examples=False))
+  assert [len(b['logits']) for b in batches] == [64, 36]
+  with pytest.raises(ValueError, match='Expected to run at least one output'):
+    list(est.predict(fn, predict_keys=['nope']))
+
+
+def test_evaluate_and_predict_without_checkpoint_warn_and_init(model_dir, caplog):
+  x, y = make_data(64)
+  est = je.Estimator(mlp_model_fn, model_dir, params={})
+  with caplog.at_level(logging.WARNING, logger='jestimator'):
+    results = est.evaluate(lambda: [({'x': x}, y)])
+  assert 'Could not find trained model' in caplog.text
+  assert results['global_step'] == 0 and np.isfinite(results['loss'])
+  assert len(list(est.predict(lambda: [{'x': x}]))) == 64
+
+
+def test_evaluate_uses_given_checkpoint_path(model_dir):
+  x, y = make_data(256)
+  est = je.Estimator(mlp_model_fn, model_dir, je.RunConfig(save_checkpoints_steps=5), {})
+  est.train(lambda: [({'x': x[:64]}, y[:64])] * 10, max_steps=10)
+  eval_fn = lambda: [({'x': x}, y)]
+  at5 = est.evaluate(eval_fn, checkpoint_path=est._checkpoints().path(5))
+  at10 = est.evaluate(eval_fn)
+  assert (at5['global_step'], at10['global_step']) == (5, 10)
+  assert at5['loss'] > at10['loss']
