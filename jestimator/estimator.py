@@ -281,22 +281,31 @@ class Estimator:
 
   # -- evaluate / predict -------------------------------------------------------
 
-  def _variables(self, mode, checkpoint_path, features, labels):
-    """(variables, global_step) from a checkpoint, or a fresh init with a warning."""
+  def _variables(self, mode, checkpoint_path, first):
+    """(variables, rng, global_step, global batch) for evaluate/predict.
+
+    Variables come from a checkpoint, or a fresh init with a warning. The host
+    batch is first checked against the signature the checkpoint was trained
+    with, so a missing or reshaped feature is named before anything compiles.
+    """
     store = self._checkpoints()
     if checkpoint_path is not None:
       store = CheckpointStore(os.path.dirname(os.path.abspath(checkpoint_path)), None, False)
       step = int(os.path.basename(os.path.normpath(checkpoint_path)))
     else:
       step = store.latest_step()
+    if step is not None:
+      signature = Signature.from_json(store.metadata(step)['signature'])
+      signature.check(*first, check_labels=mode == ModeKeys.EVAL)
+    features, labels = self._runner.feed(first)
     if step is None:
       logger.warning('Could not find trained model in model_dir: %s, running initialization '
                      'to %s.', self.model_dir, 'evaluate' if mode == ModeKeys.EVAL else 'predict')
       state = self._runner.init_state(self._config.seed, features, labels, mode, None)
-      return state.variables, state.rng, 0
+      return state.variables, state.rng, 0, (features, labels)
     abstract = store.abstract_variables(step, self._runner.replicated)
     rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)
-    return store.restore_variables(step, abstract), rng, step
+    return store.restore_variables(step, abstract), rng, step, (features, labels)
 
   def _padded_batches(self, pipeline, first, size, steps) -> Iterator:
     """(global features, labels, mask, n) per batch, padded to `size` examples."""
@@ -319,15 +328,14 @@ class Estimator:
                hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
                name: str | None = None) -> dict[str, Any]:
     """Metrics over the input (every example exactly once), plus `loss` and `global_step`."""
-    del hooks, name
+    del hooks
     if steps is not None and steps <= 0:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
     pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
     first = self._first(pipeline, ModeKeys.EVAL)
     size = batch_size_of(first[0])
-    g_features, g_labels = self._runner.feed(first)
-    variables, rng, global_step = self._variables(ModeKeys.EVAL, None if checkpoint_path is None
-                                                  else checkpoint_path, g_features, g_labels)
+    variables, rng, global_step, (g_features, g_labels) = self._variables(
+        ModeKeys.EVAL, checkpoint_path, first)
     mask = self._runner.feed(np.ones(size, np.float32))
     shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
     acc = self._runner.zeros_like_shapes(shapes)
@@ -344,7 +352,7 @@ class Estimator:
         bar.update(1)
     results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}
     results['global_step'] = np.int64(global_step)
-    logger.info('Saving dict for global step %d: %s', global_step,
+    logger.info('Evaluation%s at global step %d: %s', f' {name!r}' if name else '', global_step,
                 ', '.join(f'{k} = {v:.6g}' if np.ndim(v) == 0 else f'{k} = {v}'
                           for k, v in sorted(results.items())))
     return results
@@ -359,8 +367,7 @@ class Estimator:
     pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
     first = self._first(pipeline, ModeKeys.PREDICT)
     size = batch_size_of(first[0])
-    g_features, _ = self._runner.feed(first)
-    variables, rng, _ = self._variables(ModeKeys.PREDICT, checkpoint_path, g_features, None)
+    variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path, first)
     predict_step = self._runner.predict_step()
     pending = collections.deque()
     with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:

@@ -103,3 +103,10 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(model_dir):
   assert est.latest_checkpoint().endswith('4')
   kernel = est.get_variable_value('params/Dense_0/kernel')
   assert np.all(np.isfinite(kernel))
+
+
+@pytest.mark.parametrize('method', ['evaluate', 'predict'])
+def test_evaluate_and_predict_check_the_trained_signature(trained, method):
+  with pytest.raises(ValueError, match="feature 'x': expected shape \\(batch, 8\\)"):
+    out = getattr(trained, method)(lambda: batches({'x': X[:32, :6]}, Y[:32]))
+    list(out) if method == 'predict' else None

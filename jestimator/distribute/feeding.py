@@ -1,7 +1,10 @@
 """Host numpy batches -> global `jax.Array`s sharded on the mesh's data axis.
 
 Each process passes its own part of the global batch; the global batch is the
-concatenation over processes (`jax.make_array_from_process_local_data`). The
+concatenation over processes (`jax.make_array_from_process_local_data`). In a
+single process the same placement goes through a jitted identity with
+`out_shardings`: jit's C++ argument path moves numpy to device in ~15 us where
+`device_put` costs ~70 us a leaf, which matters for dispatch-bound models. The
 transfer is asynchronous, so feeding the next batch overlaps the current step.
 """
 
@@ -24,6 +27,8 @@ class BatchFeeder:
     self.data_axis = data_axis
     self.data_size = mesh.shape[data_axis]
     self._checked: set[int] = set()
+    self._place = jax.jit(lambda leaves: leaves, in_shardings=self.sharding,
+                          out_shardings=self.sharding)
 
   def check_batch_size(self, local_batch: int) -> None:
     """Raises if the global batch does not split evenly over the data axis."""
@@ -42,5 +47,7 @@ class BatchFeeder:
     if not leaves:
       return tree
     self.check_batch_size(np.shape(leaves[0])[0])
+    if jax.process_count() == 1:
+      return jax.tree.unflatten(treedef, self._place(leaves))
     arrays = [jax.make_array_from_process_local_data(self.sharding, x) for x in leaves]
     return jax.tree.unflatten(treedef, arrays)

@@ -205,8 +205,8 @@ def check_label_values(labels: jax.Array, valid: jax.Array, head: str, what: str
   bad = ~np.asarray(valid)
   if bad.any():
     index = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f'{head}: invalid label {np.asarray(labels)[index]!r} at index {index}; '
-                     f'labels must be {what}.')
+    value = np.asarray(labels)[index].item()
+    raise ValueError(f'{head}: invalid label {value!r} at index {index}; labels must be {what}.')
 
 
 def nan_where_invalid(loss: jax.Array, valid: jax.Array) -> jax.Array:

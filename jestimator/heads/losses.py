@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jestimator.metrics.base import batch_weights
+from jestimator.metrics.shapes import divide_no_nan
 from jestimator.training.mask import example_mask
 
 
@@ -36,13 +37,6 @@ def validate_loss_reduction(loss_reduction: str) -> str:
   return loss_reduction
 
 
-def divide_no_nan(x: jax.Array, y: jax.Array) -> jax.Array:
-  """x / y, and 0 where y == 0 (tf.math.divide_no_nan)."""
-  y = jnp.asarray(y, jnp.float32)
-  safe = jnp.where(y == 0, 1.0, y)
-  return jnp.where(y == 0, 0.0, x / safe)
-
-
 def compute_weighted_loss(losses: jax.Array, weights: jax.Array | None = None,
                           reduction: str = Reduction.SUM_OVER_BATCH_SIZE) -> jax.Array:
   """Reduces per-element losses to a float32 scalar.
@@ -61,7 +55,7 @@ def compute_weighted_loss(losses: jax.Array, weights: jax.Array | None = None,
     return total
   mask = example_mask()
   if mask is None or losses.ndim == 0:
-    return divide_no_nan(total, losses.size)
+    return divide_no_nan(total, jnp.float32(losses.size))
   per_example = math.prod(losses.shape[1:])
   return divide_no_nan(total, jnp.sum(mask.astype(jnp.float32)) * per_example)
 

@@ -21,10 +21,15 @@ from jestimator.spec import ModeKeys
 
 
 def _to_numpy(x):
-  if isinstance(x, (tf.SparseTensor, tf.RaggedTensor)):
-    raise TypeError(f'{type(x).__name__} inputs are not supported yet: densify them in the '
-                    'input_fn (e.g. tf.sparse.to_dense).')
   return x._numpy() if hasattr(x, '_numpy') else np.asarray(x)
+
+
+def _check_element_spec(dataset) -> None:
+  """Rejects sparse/ragged components up front (they cannot become dense arrays)."""
+  for spec in tf.nest.flatten(dataset.element_spec):
+    if isinstance(spec, (tf.SparseTensorSpec, tf.RaggedTensorSpec)):
+      raise TypeError(f'{type(spec).__name__[:-4]} inputs are not supported yet: densify them '
+                      'in the input_fn (e.g. tf.sparse.to_dense).')
 
 
 def _check_numeric(tree, what: str) -> None:
@@ -52,6 +57,7 @@ class InputPipeline:
     self.mode = mode
     self.is_tf = isinstance(source, tf.data.Dataset)
     if self.is_tf:
+      _check_element_spec(source)
       self._iterator = iter(source)
       self._cardinality = int(source.cardinality())
     elif hasattr(source, '__iter__'):

@@ -45,7 +45,8 @@ class Precision(Metric):
 
   @classmethod
   def empty(cls) -> 'Precision':
-    return cls(true_positives=jnp.zeros((), jnp.float32), false_positives=jnp.zeros((), jnp.float32))
+    zero = jnp.zeros((), jnp.float32)
+    return cls(true_positives=zero, false_positives=zero)
 
   @classmethod
   def from_model_output(cls, labels: jax.Array, predictions: jax.Array,
@@ -73,7 +74,8 @@ class Recall(Metric):
 
   @classmethod
   def empty(cls) -> 'Recall':
-    return cls(true_positives=jnp.zeros((), jnp.float32), false_negatives=jnp.zeros((), jnp.float32))
+    zero = jnp.zeros((), jnp.float32)
+    return cls(true_positives=zero, false_negatives=zero)
 
   @classmethod
   def from_model_output(cls, labels: jax.Array, predictions: jax.Array,
