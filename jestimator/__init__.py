@@ -12,16 +12,18 @@
   est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
 """
 
-from jestimator import distribute, hooks, inputs, metrics
+from jestimator import distribute, heads, hooks, inputs, metrics
 from jestimator.config import RunConfig
 from jestimator.estimator import Estimator, NanLossDuringTrainingError
 from jestimator.inputs import InputContext
+from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
 from jestimator.training.mask import example_mask
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'Estimator', 'EstimatorSpec', 'InputContext', 'ModeKeys', 'NanLossDuringTrainingError',
-    'RunConfig', 'distribute', 'example_mask', 'hooks', 'inputs', 'metrics',
+    'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'ModeKeys',
+    'NanLossDuringTrainingError', 'RunConfig', 'distribute', 'example_mask', 'heads', 'hooks',
+    'inputs', 'metrics',
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import logging
 import os
 import tempfile
@@ -17,12 +18,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
+import tensorflow as tf
 
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
 from jestimator.hooks.base import Hook, RunContext
 from jestimator.inputs.input_context import InputContext
+from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
 from jestimator.inputs.input_fn import call_input_fn
 from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
@@ -51,11 +54,16 @@ class Estimator:
     model_dir: checkpoint directory; default `config.model_dir`, else a temp dir.
     config: a `RunConfig`.
     params: hyperparameters passed to model_fn and input_fn.
+    input_transforms: `HostTransform`s applied, in order, to every input_fn's
+      batches inside its tf.data pipeline (strings -> ids, feature columns'
+      host halves), and to predictions on the way out (`postprocess`).
   """
 
   def __init__(self, model_fn: Callable, model_dir: str | None = None,
-               config: RunConfig | None = None, params: dict | None = None):
+               config: RunConfig | None = None, params: dict | None = None,
+               input_transforms: Sequence[HostTransform] = ()):
     model_fn_args(model_fn)
+    self._transforms = tuple(input_transforms)
     config = config or RunConfig()
     if model_dir and config.model_dir and os.path.abspath(model_dir) != os.path.abspath(
         config.model_dir):
@@ -139,6 +147,12 @@ class Estimator:
                            num_replicas_in_sync=self._runner.feed.data_size)
     source = call_input_fn(input_fn, mode=mode, params=self.params, config=self._config,
                            input_context=context)
+    if self._transforms:
+      if isinstance(source, tf.data.Dataset):
+        source = apply_to_dataset(source, self._transforms, mode)
+      elif hasattr(source, '__iter__'):
+        source = map(functools.partial(apply_to_batch, transforms=self._transforms, mode=mode),
+                     source)
     return InputPipeline(source, mode)
 
   @staticmethod
@@ -379,9 +393,10 @@ class Estimator:
       while pending:
         yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
 
-  @staticmethod
-  def _unbatch(predictions, n, predict_keys, single) -> Iterator[Any]:
+  def _unbatch(self, predictions, n, predict_keys, single) -> Iterator[Any]:
     predictions = jax.tree.map(lambda x: np.asarray(x)[:n], jax.device_get(predictions))
+    for transform in self._transforms:
+      predictions = transform.postprocess(predictions)
     if predict_keys is not None:
       if not isinstance(predictions, dict):
         raise ValueError('predict_keys needs predictions to be a dict.')

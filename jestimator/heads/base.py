@@ -1,9 +1,8 @@
 """The `Head` protocol and what every head shares (tf.estimator's `base_head`).
 
 A head turns logits into a loss, predictions and metric states. Each head
-supplies four pieces -- `logits_dimension`, `_processed_labels`,
-`_unweighted_loss` and `predictions` plus `_batch_metrics` -- and `Head` builds
-the public verbs from them:
+supplies `logits_dimension`, `_processed_labels`, `_unweighted_loss`,
+`predictions` and `_batch_metrics`; `Head` builds the public verbs from them:
 
   loss(labels, logits, features=None, mode=TRAIN)   -> float32 scalar
   predictions(logits, keys=None)                    -> {key: [batch, ...]}
@@ -100,11 +99,16 @@ class Head:
   def unweighted_loss_and_weights(self, labels: Any, logits: jax.Array,
                                   features: Mapping[str, Any] | None = None):
     """`(per-example loss [batch, loss_dim], weights [batch, 1|loss_dim] or None)`."""
+    _, _, unweighted, weights = self._loss_inputs(labels, logits, features)
+    return unweighted, weights
+
+  def _loss_inputs(self, labels, logits, features):
+    """(checked logits, processed labels, per-example loss, weights or None)."""
     logits = check_logits(logits, self.logits_dimension, self._describe())
     processed = self._processed_labels(logits, labels)
     weights = example_weights(features, self._weight_column, logits,
                               self._allow_per_logit_weights, self._describe())
-    return self._unweighted_loss(processed, logits, features), weights
+    return logits, processed, self._unweighted_loss(processed, logits, features), weights
 
   def loss(self, labels: Any, logits: jax.Array, features: Mapping[str, Any] | None = None,
            mode: str = ModeKeys.TRAIN, regularization_losses: Sequence[Any] | None = None):
@@ -126,11 +130,7 @@ class Head:
     merge the returned states over batches (the Estimator does) and
     `compute()` them at the end.
     """
-    logits = check_logits(logits, self.logits_dimension, self._describe())
-    processed = self._processed_labels(logits, labels)
-    weights = example_weights(features, self._weight_column, logits,
-                              self._allow_per_logit_weights, self._describe())
-    unweighted = self._unweighted_loss(processed, logits, features)
+    logits, processed, unweighted, weights = self._loss_inputs(labels, logits, features)
     states = self._batch_metrics(processed, self.predictions(logits), unweighted, weights)
     if regularization_losses:
       states[MetricKeys.LOSS_REGULARIZATION] = batch_scalar_mean(

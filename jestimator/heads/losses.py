@@ -68,6 +68,7 @@ def add_regularization(loss: jax.Array, regularization_losses: Sequence[Any] | N
 
 
 def regularization_loss(regularization_losses: Sequence[Any]) -> jax.Array:
+  """The float32 scalar sum of regularization losses (each a scalar)."""
   return sum(jnp.reshape(jnp.asarray(r, jnp.float32), ()) for r in regularization_losses)
 
 

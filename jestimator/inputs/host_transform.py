@@ -1,0 +1,51 @@
+"""Host transforms: TF work that must happen where strings live, before JAX.
+
+JAX sees dense numbers only. A `HostTransform` turns raw inputs into them
+inside the tf.data pipeline that the Estimator builds around every input_fn
+(`transform`, TF ops, run in `dataset.map`), and turns predictions back into
+user values after the device is done (`postprocess`, numpy, in `predict`).
+Feature columns' string/hash ops and a head's label vocabulary are both this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+
+class HostTransform:
+  """Base class: identity on both sides; override what you need."""
+
+  def transform(self, features: Any, labels: Any, mode: str) -> tuple[Any, Any]:
+    """TF ops on one batch `(features, labels)` (labels may be None)."""
+    return features, labels
+
+  def postprocess(self, predictions: Any) -> Any:
+    """numpy predictions of one batch -> what `predict` yields."""
+    return predictions
+
+
+def apply_to_dataset(dataset: tf.data.Dataset, transforms: Sequence[HostTransform],
+                     mode: str) -> tf.data.Dataset:
+  """`dataset.map` of every transform, in order, keeping element order."""
+
+  def fn(*element):
+    if len(element) == 2:
+      features, labels = element
+    else:
+      (features,), labels = element, None
+    for t in transforms:
+      features, labels = t.transform(features, labels, mode)
+    return features if labels is None else (features, labels)
+
+  return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def apply_to_batch(element: Any, transforms: Sequence[HostTransform], mode: str) -> Any:
+  """The same, eagerly, for one batch of a plain Python iterable."""
+  features, labels = element if isinstance(element, tuple) and len(element) == 2 else (
+      element, None)
+  for t in transforms:
+    features, labels = t.transform(features, labels, mode)
+  return features if labels is None else (features, labels)
