@@ -81,6 +81,7 @@ class Estimator:
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams)
     self._store: CheckpointStore | None = None
     self._optimizer = None
+    self._train_metric_shapes = None
 
   # -- properties -----------------------------------------------------------
 
@@ -210,7 +211,8 @@ class Estimator:
       signature = Signature.of(features, labels)
     batch = runner.feed((features, labels))
     if self._optimizer is None:
-      self._optimizer = runner.abstract_spec(*batch, ModeKeys.TRAIN).optimizer
+      spec = runner.abstract_spec(*batch, ModeKeys.TRAIN)
+      self._optimizer, self._train_metric_shapes = spec.optimizer, spec.eval_metrics
     if meta is None:
       state = runner.init_state(self._config.seed, *batch, ModeKeys.TRAIN, self._optimizer)
     else:
@@ -229,6 +231,9 @@ class Estimator:
     store, runner, config = self._checkpoints(), self._runner, self._config
     train_step = runner.train_step(self._optimizer)
     nan_step = runner.scalar(-1, np.int32)
+    metrics = runner.zeros_like_shapes(self._train_metric_shapes)
+    reset_true, reset_false = runner.scalar(True, np.bool_), runner.scalar(False, np.bool_)
+    reset = reset_true
     examples = batch_size_of(batch[0]) * jax.process_count()
     step_logger = StepLogger(config.log_step_count_steps, start, examples)
     ctx = RunContext(self, start, state)
@@ -257,14 +262,16 @@ class Estimator:
                        config.progress_bar)
     try:
       while last is None or step < last:
-        state, nan_step, loss = train_step(state, nan_step, *batch)
+        state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
+        reset = reset_false
         step += 1
         inflight.append(loss)
         if len(inflight) > _MAX_INFLIGHT_STEPS:
           inflight.popleft().block_until_ready()
         if step_logger.due(step):
           check_finite()
-          step_logger.log(step, float(loss))
+          step_logger.log(step, float(loss), metrics)
+          reset = reset_true
         if ((config.save_checkpoints_steps and step % config.save_checkpoints_steps == 0) or
             (config.save_checkpoints_secs is not None and
              time.monotonic() - saved_time >= config.save_checkpoints_secs)):

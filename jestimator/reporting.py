@@ -22,7 +22,7 @@ def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
 
 
 class StepLogger:
-  """Logs `loss`, steps/s and examples/s every `every` steps."""
+  """Logs `loss`, the train metrics since the last log, steps/s and examples/s."""
 
   def __init__(self, every: int | None, start_step: int, examples_per_step: int):
     self.every = every
@@ -32,9 +32,12 @@ class StepLogger:
   def due(self, step: int) -> bool:
     return bool(self.every) and step % self.every == 0
 
-  def log(self, step: int, loss: float) -> None:
+  def log(self, step: int, loss: float, metrics: dict | None = None) -> None:
+    """`metrics`: metric states (device); computing them here is the log step's sync."""
     now = time.perf_counter()
     rate = (step - self._step) / max(now - self._time, 1e-9)
-    logger.info('step %d: loss = %.6g (%.1f steps/s, %.0f examples/s)', step, loss, rate,
-                rate * self.examples_per_step)
+    shown = ''.join(f', {k} = {float(m.compute()):.6g}' for k, m in sorted((metrics or {}).items())
+                    if m.compute().ndim == 0)
+    logger.info('step %d: loss = %.6g%s (%.1f steps/s, %.0f examples/s)', step, loss, shown,
+                rate, rate * self.examples_per_step)
     self._step, self._time = step, now

@@ -8,6 +8,7 @@
 from jestimator.heads.base import Head
 from jestimator.heads.binary_class import BinaryClassHead
 from jestimator.heads.keys import MetricKeys, PredictionKeys
+from jestimator.heads.label_lookup import LabelLookup, host_transforms
 from jestimator.heads.logistic_regression import LogisticRegressionHead
 from jestimator.heads.losses import Reduction, compute_weighted_loss
 from jestimator.heads.multi_class import MultiClassHead
@@ -18,8 +19,9 @@ from jestimator.heads.regression import RegressionHead
 from jestimator.heads.vocabulary import ClassVocabulary
 
 __all__ = [
-    'BinaryClassHead', 'ClassVocabulary', 'Head', 'LogisticRegressionHead', 'MetricKeys',
+    'BinaryClassHead', 'ClassVocabulary', 'Head', 'LabelLookup', 'LogisticRegressionHead',
+    'MetricKeys',
     'MultiClassHead', 'MultiHead', 'MultiLabelHead', 'PoissonRegressionHead', 'PredictionKeys',
     'Reduction', 'RegressionHead', 'compute_weighted_loss', 'log_poisson_loss',
-    'multi_hot_from_ids',
+    'host_transforms', 'multi_hot_from_ids',
 ]

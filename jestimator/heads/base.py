@@ -141,17 +141,16 @@ class Head:
                             logits: jax.Array, labels: Any = None,
                             optimizer: optax.GradientTransformation | None = None,
                             regularization_losses: Sequence[Any] | None = None) -> EstimatorSpec:
-    """The `EstimatorSpec` for `mode`: predictions always; loss in TRAIN/EVAL;
-    the metric states in EVAL; `optimizer` is required in TRAIN."""
+    """The `EstimatorSpec` for `mode`: predictions always; loss and the metric
+    states in TRAIN/EVAL (TRAIN's are reported with the loss at each log step);
+    `optimizer` is required in TRAIN."""
     predictions = self.predictions(logits)
     if mode == ModeKeys.PREDICT:
       return EstimatorSpec(mode, predictions=predictions)
     if labels is None:
       raise ValueError(f'{self._describe()}: labels are required in mode {mode!r}, got None.')
     loss = self.loss(labels, logits, features, mode, regularization_losses)
-    eval_metrics = None
-    if mode == ModeKeys.EVAL:
-      eval_metrics = self.metrics(labels, logits, features, regularization_losses)
+    eval_metrics = self.metrics(labels, logits, features, regularization_losses)
     return EstimatorSpec(mode, predictions=predictions, loss=loss, optimizer=optimizer,
                          eval_metrics=eval_metrics)
 

@@ -79,7 +79,10 @@ class InputPipeline:
     return self
 
   def __next__(self) -> tuple[Any, Any]:
-    element = next(self._iterator)
+    try:
+      element = next(self._iterator)
+    except tf.errors.InvalidArgumentError as e:  # a failed check in the tf.data graph
+      raise ValueError(f'the input pipeline rejected a batch: {e.message}') from None
     self.position += 1
     if self.is_tf:
       element = jax.tree.map(_to_numpy, element)

@@ -65,9 +65,10 @@ class Runner:
     if key not in self._train:
       self._train[key] = jax.jit(
           steps.make_train_step(self.module, optimizer, self.streams),
-          in_shardings=(self._repl, self._repl, self._batch, self._batch),
-          out_shardings=(self._repl, self._repl, self._repl),
-          donate_argnums=(0, 1))
+          in_shardings=(self._repl, self._repl, self._repl, self._repl, self._batch,
+                        self._batch),
+          out_shardings=(self._repl, self._repl, self._repl, self._repl),
+          donate_argnums=(0, 1, 2))
     return self._train[key]
 
   def eval_metrics_shapes(self, variables, features, labels, mask) -> Any:

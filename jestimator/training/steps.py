@@ -66,28 +66,35 @@ def abstract_spec(module, streams: Sequence[str], features, labels, mode: str) -
 
 def make_train_step(module, optimizer: optax.GradientTransformation,
                     streams: Sequence[str]) -> Callable:
-  """`train_step(state, nan_step, features, labels) -> (state, nan_step, loss)`.
+  """`train_step(state, nan_step, metrics, reset, features, labels)`
+  `-> (state, nan_step, loss, metrics)`.
 
   `nan_step` is an int32 scalar: -1 until a step's loss is not finite, then
   that step. The host reads it only when it logs or saves, so a NaN costs no
-  per-step sync yet is never checkpointed.
+  per-step sync yet is never checkpointed. `metrics` accumulates the metric
+  states the spec declares in TRAIN (from the forward pass, before the
+  update), restarting from this step's states when `reset` is True; the host
+  reads them at log steps.
   """
 
-  def train_step(state: TrainState, nan_step, features, labels):
+  def train_step(state: TrainState, nan_step, metrics, reset, features, labels):
     rngs = step_rngs(state.rng, state.step, streams)
 
     def loss_fn(params):
       spec, updates = _apply(module, {'params': params, **state.model_state}, features, labels,
                              ModeKeys.TRAIN, rngs)
-      return spec.loss, updates
+      return spec.loss, (updates, spec.eval_metrics)
 
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (updates, new_metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
         model_state={**state.model_state, **updates}, opt_state=opt_state)
     nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), state.step, nan_step)
-    return new_state, nan_step, loss
+    merged = {k: metrics[k].merge(v) for k, v in new_metrics.items()}
+    metrics = jax.tree.map(lambda m, n: jnp.where(reset, n, m), merged, new_metrics)
+    return new_state, nan_step, loss, metrics
 
   return train_step
 

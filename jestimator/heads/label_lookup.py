@@ -1,0 +1,84 @@
+"""`LabelLookup`: a head's label vocabulary applied on the host, in tf.data.
+
+JAX has no strings. Given to the Estimator (`input_transforms=[head.host_transform()]`),
+this maps string labels to their position in the head's `label_vocabulary`
+inside the input pipeline (a TF hash table, so it runs in `dataset.map`), and
+maps the `classes` / `all_classes` predictions back to names after `predict`.
+An unknown label stops the input with an error that names it (tf.estimator
+gave no id and failed later; a silent -1 would train on garbage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from jestimator.inputs.host_transform import HostTransform
+
+_CLASS_KEYS = ('classes', 'all_classes')
+
+
+class LabelLookup(HostTransform):
+  """String labels -> class ids (host), class ids -> names (predictions).
+
+  Args:
+    head: a classification head (`label_vocabulary` and `classes_from_ids`).
+    label_key: where the head's labels are when labels are a dict (a
+      MultiHead's labels are keyed by head name); None for a bare array.
+    prediction_prefix: prefix of the head's prediction keys ('name/' in a MultiHead).
+  """
+
+  def __init__(self, head: Any, label_key: str | None = None, prediction_prefix: str = ''):
+    if head.label_vocabulary is None:
+      raise ValueError(f'{head!r} has no label_vocabulary: labels are class ids already.')
+    self._head = head
+    self._vocabulary = tuple(head.label_vocabulary)
+    self._label_key = label_key
+    self._prefix = prediction_prefix
+    # Built once, outside the map function: a table created inside it would be
+    # a stateful op that tf.data refuses to checkpoint with the iterator.
+    self._table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(self._vocabulary),
+                                            tf.range(len(self._vocabulary), dtype=tf.int32)),
+        default_value=-1)
+
+  def transform(self, features, labels, mode):
+    if labels is None:
+      return features, labels
+    if self._label_key is None:
+      return features, self._lookup(labels)
+    labels = dict(labels)
+    labels[self._label_key] = self._lookup(labels[self._label_key])
+    return features, labels
+
+  def _lookup(self, labels: tf.Tensor) -> tf.Tensor:
+    if labels.dtype != tf.string:
+      return labels
+    ids = self._table.lookup(labels)
+    unknown = tf.boolean_mask(labels, ids < 0)
+    check = tf.debugging.Assert(tf.size(unknown) == 0, [
+        'label not in label_vocabulary', tf.constant(str(list(self._vocabulary))),
+        'unknown labels:', unknown], summarize=5)
+    with tf.control_dependencies([check]):
+      return tf.identity(ids)
+
+  def postprocess(self, predictions):
+    if not isinstance(predictions, dict):
+      return predictions
+    out = dict(predictions)
+    for key in _CLASS_KEYS:
+      if self._prefix + key in out:
+        out[self._prefix + key] = self._head.classes_from_ids(np.asarray(out[self._prefix + key]))
+    return out
+
+
+def host_transforms(head: Any) -> list[HostTransform]:
+  """The host transforms a head (or MultiHead) needs: one per head with a vocabulary."""
+  if hasattr(head, 'heads'):
+    return [LabelLookup(h, label_key=h.name, prediction_prefix=f'{h.name}/')
+            for h in head.heads if getattr(h, 'label_vocabulary', None) is not None]
+  if getattr(head, 'label_vocabulary', None) is None:
+    return []
+  return [LabelLookup(head)]
