@@ -82,6 +82,7 @@ class Estimator:
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
+    self._inference_cache = None
 
   # -- properties -----------------------------------------------------------
 
@@ -232,8 +233,7 @@ class Estimator:
     train_step = runner.train_step(self._optimizer)
     nan_step = runner.scalar(-1, np.int32)
     metrics = runner.zeros_like_shapes(self._train_metric_shapes)
-    reset_true, reset_false = runner.scalar(True, np.bool_), runner.scalar(False, np.bool_)
-    reset = reset_true
+    reset = runner.true
     examples = batch_size_of(batch[0]) * jax.process_count()
     step_logger = StepLogger(config.log_step_count_steps, start, examples)
     ctx = RunContext(self, start, state)
@@ -263,7 +263,7 @@ class Estimator:
     try:
       while last is None or step < last:
         state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
-        reset = reset_false
+        reset = runner.false
         step += 1
         inflight.append(loss)
         if len(inflight) > _MAX_INFLIGHT_STEPS:
@@ -271,7 +271,7 @@ class Estimator:
         if step_logger.due(step):
           check_finite()
           step_logger.log(step, float(loss), metrics)
-          reset = reset_true
+          reset = runner.true
         if ((config.save_checkpoints_steps and step % config.save_checkpoints_steps == 0) or
             (config.save_checkpoints_secs is not None and
              time.monotonic() - saved_time >= config.save_checkpoints_secs)):
@@ -316,7 +316,7 @@ class Estimator:
     else:
       step = store.latest_step()
     if step is not None:
-      signature = Signature.from_json(store.metadata(step)['signature'])
+      variables, signature = self._restore_for_inference(store, step)
       signature.check(*first, check_labels=mode == ModeKeys.EVAL)
     features, labels = self._runner.feed(first)
     if step is None:
@@ -324,9 +324,23 @@ class Estimator:
                      'to %s.', self.model_dir, 'evaluate' if mode == ModeKeys.EVAL else 'predict')
       state = self._runner.init_state(self._config.seed, features, labels, mode, None)
       return state.variables, state.rng, 0, (features, labels)
-    abstract = store.abstract_variables(step, self._runner.replicated)
     rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)
-    return store.restore_variables(step, abstract), rng, step, (features, labels)
+    return variables, rng, step, (features, labels)
+
+  def _restore_for_inference(self, store: CheckpointStore, step: int):
+    """(variables, signature) of a checkpoint; kept while that step is unchanged on disk.
+
+    A finished orbax step is immutable, so repeated evaluate/predict calls on
+    the same checkpoint (a notebook loop) skip the restore.
+    """
+    path = store.path(step)
+    key = (path, os.stat(path).st_mtime_ns)
+    if self._inference_cache is None or self._inference_cache[0] != key:
+      signature = Signature.from_json(store.metadata(step)['signature'])
+      variables = store.restore_variables(
+          step, store.abstract_variables(step, self._runner.replicated))
+      self._inference_cache = (key, (variables, signature))
+    return self._inference_cache[1]
 
   def _padded_batches(self, pipeline, first, size, steps) -> Iterator:
     """(global features, labels, mask, n) per batch, padded to `size` examples."""
@@ -360,14 +374,13 @@ class Estimator:
     mask = self._runner.feed(np.ones(size, np.float32))
     shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
     acc = self._runner.zeros_like_shapes(shapes)
-    eval_step, is_first = self._runner.eval_step(), True
+    eval_step, first_flag = self._runner.eval_step(), self._runner.true
     total = steps if steps is not None else pipeline.num_batches
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
       for i, (features, labels, mask, _) in enumerate(
           self._padded_batches(pipeline, first, size, steps)):
-        acc = eval_step(variables, rng, acc, features, labels, mask,
-                        self._runner.scalar(is_first, np.bool_))
-        is_first = False
+        acc = eval_step(variables, rng, acc, features, labels, mask, first_flag)
+        first_flag = self._runner.false
         if i % _MAX_INFLIGHT_STEPS == _MAX_INFLIGHT_STEPS - 1:
           jax.block_until_ready(acc)
         bar.update(1)

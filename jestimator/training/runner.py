@@ -36,7 +36,8 @@ class Runner:
     self._train: dict[int, Callable] = {}
     self._eval = None
     self._predict = None
-    self.optimizer = None
+    self._metric_shapes: dict = {}
+    self.true, self.false = self.scalar(True, np.bool_), self.scalar(False, np.bool_)
 
   # -- initialisation ------------------------------------------------------
 
@@ -72,9 +73,14 @@ class Runner:
     return self._train[key]
 
   def eval_metrics_shapes(self, variables, features, labels, mask) -> Any:
-    fn = steps.make_eval_metrics_fn(self.module, self.streams)
-    return jax.eval_shape(fn, variables, jax.ShapeDtypeStruct((2,), jnp.uint32), features,
-                          labels, mask)
+    """The metric states' structure for these input shapes (traced once per shape)."""
+    leaves, treedef = jax.tree.flatten((variables, features, labels, mask))
+    key = (treedef, tuple((np.shape(x), np.dtype(x.dtype)) for x in leaves))
+    if key not in self._metric_shapes:
+      fn = steps.make_eval_metrics_fn(self.module, self.streams)
+      self._metric_shapes[key] = jax.eval_shape(
+          fn, variables, jax.ShapeDtypeStruct((2,), jnp.uint32), features, labels, mask)
+    return self._metric_shapes[key]
 
   def eval_step(self) -> Callable:
     if self._eval is None:

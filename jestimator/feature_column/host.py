@@ -1,0 +1,155 @@
+"""The host half's plumbing: one batch's raw features, and SparseTensor <-> padded dense.
+
+Everything here is TF ops; it runs inside the `dataset.map` the Estimator
+builds around an input_fn (graph mode) or eagerly (`transform_features`,
+Python-iterable input_fns). Widths must be static so the device sees one
+shape per feature and compiles once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+_INT32 = np.iinfo(np.int32)
+
+
+class HostCache:
+  """tf's FeatureTransformationCache: one batch's raw features and per-column results.
+
+  Args:
+    features: the raw features (tf.Tensor, tf.SparseTensor, tf.RaggedTensor or numpy).
+    sparse_lengths: `{feature key: L}`, the id slots per example of a sparse input.
+    tables: `{column: lookup table}`, kept by the transform across batches; a
+      table is created outside any graph (`tf.init_scope`) so `dataset.map`
+      captures one table instead of building one per trace.
+  """
+
+  def __init__(self, features: Mapping[str, Any], sparse_lengths: Mapping[str, int],
+               tables: dict):
+    self._features = features
+    self._lengths = sparse_lengths
+    self._tables = tables
+    self._memo: dict = {}
+
+  def raw(self, key: str, column: str):
+    """The raw feature `[batch, ...]` (rank 1 becomes `[batch, 1]`, as tf does)."""
+    if key not in self._features:
+      raise ValueError(f'feature column {column!r}: feature {key!r} is not in the input '
+                       f'features {sorted(self._features)}.')
+    x = self._features[key]
+    if isinstance(x, tf.RaggedTensor):
+      x = x.to_sparse()
+    elif not isinstance(x, tf.SparseTensor):
+      x = tf.convert_to_tensor(x)
+    rank = x.shape.rank
+    if rank == 0:
+      raise ValueError(f'feature column {column!r}: feature {key!r} is a scalar; it needs a '
+                       'leading batch dimension (batch the dataset).')
+    if rank == 1:
+      if isinstance(x, tf.SparseTensor):
+        return tf.SparseTensor(tf.concat([x.indices, tf.zeros_like(x.indices)], axis=1),
+                               x.values, tf.stack([x.dense_shape[0], 1]))
+      return x[:, None]
+    return x
+
+  def flat(self, key: str, column: str):
+    """The raw feature as `[batch, n]`: what categorical columns and crosses read."""
+    x = self.raw(key, column)
+    if x.shape.rank == 2:
+      return x
+    if isinstance(x, tf.SparseTensor):
+      return tf.sparse.reshape(x, tf.stack([x.dense_shape[0], -1]))
+    return tf.reshape(x, [-1, math.prod(x.shape[1:])])
+
+  def width(self, key: str, column: str) -> int:
+    """The static number of values per example of feature `key`."""
+    x = self.raw(key, column)
+    if isinstance(x, tf.SparseTensor):
+      if key in self._lengths:
+        return self._lengths[key]
+      inner = x.shape[1:]
+      if inner.is_fully_defined():
+        return math.prod(inner)
+      raise ValueError(
+          f'feature column {column!r}: feature {key!r} is a variable-length (sparse) input '
+          'whose length per example is not known here; give it, e.g. '
+          f'FeatureTransform(columns, sparse_lengths={{{key!r}: 8}}): examples are padded to '
+          'that many values (and an example with more is an error).')
+    if not x.shape[1:].is_fully_defined():
+      raise ValueError(f'feature column {column!r}: feature {key!r} has shape {x.shape}; '
+                       'every dimension but the batch must be known.')
+    return math.prod(x.shape[1:])
+
+  def table(self, column):
+    """The lookup table of a vocabulary column, created once (see `tables`)."""
+    if column not in self._tables:
+      with tf.init_scope():
+        self._tables[column] = column.make_table()
+    return self._tables[column]
+
+  def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+    """`compute()` once per batch for `key` (a column reached twice is built once)."""
+    if key not in self._memo:
+      self._memo[key] = compute()
+    return self._memo[key]
+
+  def sparse_ids(self, column):
+    return self.memo(('ids', column), lambda: column.sparse_ids(self))
+
+  def numeric(self, column):
+    return self.memo(('value', column), lambda: column.value(self))
+
+
+def to_sparse(x) -> tf.SparseTensor:
+  """tf's `_to_sparse_input_and_drop_ignore_values` for a `[batch, n]` input.
+
+  A dense input loses its missing values ('' for strings, -1 for integers);
+  the kept values keep their positions as indices. A SparseTensor is returned
+  unchanged, so a sparse '' or -1 is a value like any other (as in tf).
+  """
+  if isinstance(x, tf.SparseTensor):
+    return x
+  if x.dtype == tf.string:
+    missing = tf.constant('', tf.string)
+  elif x.dtype.is_integer:
+    missing = tf.constant(-1, x.dtype)
+  else:
+    missing = tf.zeros([], x.dtype)
+  indices = tf.where(tf.not_equal(x, missing))
+  return tf.SparseTensor(indices, tf.gather_nd(x, indices), tf.shape(x, out_type=tf.int64))
+
+
+def all_positions(x: tf.Tensor) -> tf.SparseTensor:
+  """Every value of a dense `[batch, n]` tensor as a SparseTensor (nothing is missing)."""
+  indices = tf.where(tf.ones_like(x, dtype=tf.bool))
+  return tf.SparseTensor(indices, tf.reshape(x, [-1]), tf.shape(x, out_type=tf.int64))
+
+
+def _densify(st: tf.SparseTensor, width: int, default, column: str) -> tf.Tensor:
+  """`[batch, width]` with each value at its position and `default` elsewhere."""
+  fits = tf.debugging.assert_less(
+      st.indices[:, 1], tf.constant(width, tf.int64),
+      message=(f'feature column {column!r}: an example has more values than the {width} '
+               'slots it was given (for a sparse input, raise its sparse_lengths entry)'))
+  with tf.control_dependencies([fits]):
+    shape = tf.stack([st.dense_shape[0], tf.constant(width, tf.int64)])
+    dense = tf.sparse.to_dense(tf.SparseTensor(st.indices, st.values, shape),
+                               default_value=default)
+  return tf.ensure_shape(dense, [None, width])
+
+
+def densify_ids(ids: tf.SparseTensor, width: int, column: str) -> tf.Tensor:
+  """int32 `[batch, width]` ids, -1 where there is none (int64 ids saturate)."""
+  values = tf.cast(tf.clip_by_value(ids.values, _INT32.min, _INT32.max), tf.int32)
+  return _densify(tf.SparseTensor(ids.indices, values, ids.dense_shape), width, -1, column)
+
+
+def densify_weights(weights: tf.SparseTensor, width: int, column: str) -> tf.Tensor:
+  """float32 `[batch, width]` weights, 0 where there is no id."""
+  values = tf.cast(weights.values, tf.float32)
+  return _densify(tf.SparseTensor(weights.indices, values, weights.dense_shape), width, 0.0,
+                  column)
