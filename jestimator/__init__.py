@@ -14,7 +14,8 @@
 
 from jestimator import distribute, heads, hooks, inputs, metrics
 from jestimator.config import RunConfig
-from jestimator.estimator import Estimator, NanLossDuringTrainingError
+from jestimator.estimator import Estimator
+from jestimator.train_loop import NanLossDuringTrainingError
 from jestimator.inputs import InputContext
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys

@@ -10,10 +10,8 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import logging
 import os
 import tempfile
-import time
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
@@ -23,27 +21,18 @@ import tensorflow as tf
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
-from jestimator.hooks.base import Hook, RunContext
+from jestimator.hooks.base import Hook
 from jestimator.inputs.input_context import InputContext
 from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
 from jestimator.inputs.input_fn import call_input_fn
 from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.signature import Signature
-from jestimator.reporting import StepLogger, logger, progress_bar
+from jestimator.reporting import logger, progress_bar
 from jestimator.spec import ModeKeys
+from jestimator.train_loop import MAX_INFLIGHT_STEPS, run_train_loop
 from jestimator.training.runner import Runner
 from jestimator.training.transform import ModelFnModule, model_fn_args
-
-# Steps the host may run ahead of the device. Bounding it caps memory and
-# avoids an XLA:CPU collective deadlock seen with many in-flight multi-device
-# steps; waiting on step s-4 never idles the device.
-_MAX_INFLIGHT_STEPS = 4
-
-
-class NanLossDuringTrainingError(RuntimeError):
-  """The training loss became NaN or infinite."""
-
 
 class Estimator:
   """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
@@ -190,7 +179,10 @@ class Estimator:
       return self
     last = start + steps if steps is not None else max_steps
     state, pipeline, signature, batch = self._start_training(input_fn, start)
-    return self._train_loop(state, pipeline, signature, batch, start, last, list(hooks or []))
+    run_train_loop(self, self._runner, self._checkpoints(), self._config, self._optimizer,
+                   self._train_metric_shapes, state, pipeline, signature, batch, start, last,
+                   list(hooks or []))
+    return self
 
   def _start_training(self, input_fn, start):
     store, runner = self._checkpoints(), self._runner
@@ -227,78 +219,6 @@ class Estimator:
     except Exception as e:  # a changed input_fn: its state no longer fits
       logger.warning('Could not restore the input position saved at step %d (%s); the input '
                      'starts from the beginning.', step, e)
-
-  def _train_loop(self, state, pipeline, signature, batch, start, last, hooks):
-    store, runner, config = self._checkpoints(), self._runner, self._config
-    train_step = runner.train_step(self._optimizer)
-    nan_step = runner.scalar(-1, np.int32)
-    metrics = runner.zeros_like_shapes(self._train_metric_shapes)
-    reset = runner.true
-    examples = batch_size_of(batch[0]) * jax.process_count()
-    step_logger = StepLogger(config.log_step_count_steps, start, examples)
-    ctx = RunContext(self, start, state)
-    meta = {'signature': signature.to_json()}
-    step, saved_step, saved_time = start, start, time.monotonic()
-    inflight = collections.deque()
-    loss = None
-
-    def check_finite():
-      bad = int(nan_step)
-      if bad >= 0:
-        raise NanLossDuringTrainingError(
-            f'NaN loss during training at global step {bad}; the last checkpoint '
-            f'(step {saved_step}) is kept.')
-
-    def save():
-      nonlocal saved_step, saved_time
-      check_finite()
-      store.save(step, state, pipeline,
-                 {**meta, 'global_step': step, 'input_position': pipeline.position})
-      saved_step, saved_time = step, time.monotonic()
-
-    for hook in hooks:
-      hook.begin(ctx)
-    bar = progress_bar(None if last is None else last - start, 'train', 'step',
-                       config.progress_bar)
-    try:
-      while last is None or step < last:
-        state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
-        reset = runner.false
-        step += 1
-        inflight.append(loss)
-        if len(inflight) > _MAX_INFLIGHT_STEPS:
-          inflight.popleft().block_until_ready()
-        if step_logger.due(step):
-          check_finite()
-          step_logger.log(step, float(loss), metrics)
-          reset = runner.true
-        if ((config.save_checkpoints_steps and step % config.save_checkpoints_steps == 0) or
-            (config.save_checkpoints_secs is not None and
-             time.monotonic() - saved_time >= config.save_checkpoints_secs)):
-          save()
-        ctx.step, ctx.state = step, state
-        for hook in hooks:
-          hook.after_step(ctx)
-        bar.update(1)
-        if ctx.stop_requested or (last is not None and step >= last):
-          break
-        try:
-          features, labels = next(pipeline)
-        except StopIteration:
-          logger.info('Input ended at global step %d.', step)
-          break
-        signature.check(features, labels)
-        batch = runner.feed((features, labels))
-      for hook in hooks:
-        hook.end(ctx)
-      if step != saved_step:
-        save()
-      if loss is not None:
-        logger.info('Loss for final step: %s.', float(loss))
-    finally:
-      bar.close()
-      store.wait()
-    return self
 
   # -- evaluate / predict -------------------------------------------------------
 
@@ -381,7 +301,7 @@ class Estimator:
           self._padded_batches(pipeline, first, size, steps)):
         acc = eval_step(variables, rng, acc, features, labels, mask, first_flag)
         first_flag = self._runner.false
-        if i % _MAX_INFLIGHT_STEPS == _MAX_INFLIGHT_STEPS - 1:
+        if i % MAX_INFLIGHT_STEPS == MAX_INFLIGHT_STEPS - 1:
           jax.block_until_ready(acc)
         bar.update(1)
     results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}

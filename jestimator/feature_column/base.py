@@ -91,6 +91,11 @@ class DenseColumn(FeatureColumn):
   def dense_width(self) -> int:
     raise NotImplementedError
 
+  @property
+  def table_spec(self):
+    """The embedding table this column reads (`embedding.TableSpec`), or None."""
+    return None
+
   def dense_tensor(self, features: Mapping[str, Any], table=None):
     """Device half: float32 `[batch, dense_width]` (an embedding reads `table`)."""
     raise NotImplementedError
