@@ -64,3 +64,13 @@ def test_unknown_string_label_is_named(model_dir):
   labels = np.array(['ant'] * 7 + ['giraffe'])
   with pytest.raises(ValueError, match="label not in label_vocabulary.*giraffe"):
     est.train(_string_input(labels), max_steps=2)
+
+
+def test_multi_label_string_lists_become_multi_hot():
+  head = je.heads.MultiLabelHead(3, label_vocabulary=VOCAB)
+  (lookup,) = je.heads.host_transforms(head)
+  labels = tf.constant([['ant', 'moose'], ['zebra', ''], ['', '']])
+  _, hot = lookup.transform({}, labels, je.ModeKeys.TRAIN)
+  np.testing.assert_array_equal(hot.numpy(), [[0, 1, 1], [1, 0, 0], [0, 0, 0]])
+  with pytest.raises(tf.errors.InvalidArgumentError, match='lion'):
+    lookup.transform({}, tf.constant([['lion', '']]), je.ModeKeys.TRAIN)

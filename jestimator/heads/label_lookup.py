@@ -23,6 +23,9 @@ _CLASS_KEYS = ('classes', 'all_classes')
 class LabelLookup(HostTransform):
   """String labels -> class ids (host), class ids -> names (predictions).
 
+  For a MultiLabelHead, labels are `[batch, k]` names padded with `b''`, and
+  become multi-hot `[batch, n_classes]`.
+
   Args:
     head: a classification head (`label_vocabulary` and `classes_from_ids`).
     label_key: where the head's labels are when labels are a dict (a
@@ -37,6 +40,8 @@ class LabelLookup(HostTransform):
     self._vocabulary = tuple(head.label_vocabulary)
     self._label_key = label_key
     self._prefix = prediction_prefix
+    # A multi-label head takes lists of names, padded with b'' -> multi-hot.
+    self._multi_hot = type(head).__name__ == 'MultiLabelHead'
     # Built once, outside the map function: a table created inside it would be
     # a stateful op that tf.data refuses to checkpoint with the iterator.
     self._table = tf.lookup.StaticHashTable(
@@ -57,12 +62,16 @@ class LabelLookup(HostTransform):
     if labels.dtype != tf.string:
       return labels
     ids = self._table.lookup(labels)
-    unknown = tf.boolean_mask(labels, ids < 0)
+    known = (ids >= 0) | (labels == b'') if self._multi_hot else ids >= 0
+    unknown = tf.boolean_mask(labels, ~known)
     check = tf.debugging.Assert(tf.size(unknown) == 0, [
         'label not in label_vocabulary', tf.constant(str(list(self._vocabulary))),
         'unknown labels:', unknown], summarize=5)
     with tf.control_dependencies([check]):
-      return tf.identity(ids)
+      ids = tf.identity(ids)
+    if self._multi_hot:  # [batch, k] names -> [batch, n_classes] 0/1; -1 pads one-hot to 0
+      return tf.reduce_max(tf.one_hot(ids, len(self._vocabulary), dtype=tf.int32), axis=-2)
+    return ids
 
   def postprocess(self, predictions):
     if not isinstance(predictions, dict):
