@@ -42,6 +42,11 @@ class RunConfig:
     rng_streams: Flax RNG stream names fed to the model_fn every step.
     async_checkpoints: write checkpoints in the background (orbax async).
     progress_bar: show tqdm bars for train (known total), evaluate, predict.
+    steps_per_loop: train steps per host dispatch (a `lax.scan` over stacked
+      batches); logs and step-based checkpoints still land on their steps,
+      hooks run once per loop.
+    gradient_accumulation_steps: micro-batches per step; their gradients are
+      averaged into one update (the batch must divide by it).
   """
 
   model_dir: str | None = None
@@ -56,6 +61,8 @@ class RunConfig:
   rng_streams: tuple[str, ...] = ('dropout',)
   async_checkpoints: bool = True
   progress_bar: bool = True
+  steps_per_loop: int = 1
+  gradient_accumulation_steps: int = 1
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs
@@ -66,6 +73,9 @@ class RunConfig:
     if secs is _UNSET:
       secs = None if self.save_checkpoints_steps is not None else _DEFAULT_SECS
       object.__setattr__(self, 'save_checkpoints_secs', secs)
+    for name in ('steps_per_loop', 'gradient_accumulation_steps'):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        raise ValueError(f'RunConfig: {name} must be an int >= 1, got {getattr(self, name)!r}.')
     for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value <= 0):

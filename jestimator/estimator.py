@@ -67,7 +67,8 @@ class Estimator:
     self._model_fn = model_fn
     self._mesh = mesh_from_config(self._config)
     module = ModelFnModule(model_fn, hparams=self._params, config=self._config)
-    self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams)
+    self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
+                          self._config.gradient_accumulation_steps)
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
@@ -211,7 +212,7 @@ class Estimator:
     else:
       abstract = runner.abstract_state(*batch, ModeKeys.TRAIN, self._optimizer)
       state = store.restore_state(start, abstract)
-    return state, pipeline, signature, batch
+    return state, pipeline, signature, (features, labels)
 
   def _restore_input(self, pipeline, step, meta) -> None:
     try:
@@ -288,9 +289,9 @@ class Estimator:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
     pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
     first = self._first(pipeline, ModeKeys.EVAL)
-    size = batch_size_of(first[0])
+    size = self._runner.feed.padded_size(batch_size_of(first[0]))
     variables, rng, global_step, (g_features, g_labels) = self._variables(
-        ModeKeys.EVAL, checkpoint_path, first)
+        ModeKeys.EVAL, checkpoint_path, pad_batch(first, size)[0])
     mask = self._runner.feed(np.ones(size, np.float32))
     shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
     acc = self._runner.zeros_like_shapes(shapes)
@@ -320,8 +321,9 @@ class Estimator:
       predict_keys = [predict_keys]
     pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
     first = self._first(pipeline, ModeKeys.PREDICT)
-    size = batch_size_of(first[0])
-    variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path, first)
+    size = self._runner.feed.padded_size(batch_size_of(first[0]))
+    variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
+                                           pad_batch(first, size)[0])
     predict_step = self._runner.predict_step()
     pending = collections.deque()
     with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:

@@ -1,8 +1,9 @@
 """The training loop: the host side of `Estimator.train`.
 
-Dispatches the compiled train step batch after batch without waiting on the
-device, except to log (every `log_step_count_steps`), to save, and to keep at
-most `MAX_INFLIGHT_STEPS` steps queued. Checkpoint cadence, hooks, the NaN
+Dispatches the compiled train step (or `steps_per_loop` steps at once) batch
+after batch without waiting on the device, except to log (every
+`log_step_count_steps`), to save, and to keep at most `MAX_INFLIGHT_STEPS`
+dispatches queued. Checkpoint cadence, hooks, the NaN
 guard and the progress bar live here; the math lives in `training/steps.py`.
 """
 
@@ -34,27 +35,41 @@ class NanLossDuringTrainingError(RuntimeError):
   """The training loss became NaN or infinite."""
 
 
+def _chunk(step: int, config: RunConfig, last: int | None) -> int:
+  """Steps in the next dispatch: steps_per_loop, cut at the next log/save step and `last`."""
+  n = config.steps_per_loop
+  for every in (config.log_step_count_steps, config.save_checkpoints_steps):
+    if every:
+      n = min(n, every - step % every)
+  return n if last is None else min(n, last - step)
+
+
 def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: RunConfig,
                    optimizer, metric_shapes, state: TrainState, pipeline: InputPipeline,
                    signature: Signature, batch, start: int, last: int | None,
                    hooks: list[Hook]) -> None:
   """Runs train steps from global step `start` until `last`, a hook's stop, or input end.
 
-  `batch` is the first batch, already fed; the state is donated step to step.
-  Saves on the config's cadence and once at the end; on any error, waits for
-  pending saves so the last good checkpoint is complete, then re-raises.
+  `batch` is the first host batch. Each dispatch runs `_chunk` steps (one, or
+  a scan over stacked batches with `steps_per_loop`); the state is donated
+  from dispatch to dispatch. Saves on the config's cadence and once at the
+  end; on any error, waits for pending saves so the last good checkpoint is
+  complete, then re-raises.
   """
-  train_step = runner.train_step(optimizer)
+  size, accumulate = batch_size_of(batch[0]), config.gradient_accumulation_steps
+  if size % accumulate:
+    raise ValueError(f'gradient_accumulation_steps {accumulate} does not divide the batch '
+                     f'size {size}.')
+  single, stacked = runner.train_step(optimizer), None
   nan_step = runner.scalar(-1, np.int32)
   metrics = runner.zeros_like_shapes(metric_shapes)
   reset = runner.true
-  examples = batch_size_of(batch[0]) * jax.process_count()
-  step_logger = StepLogger(config.log_step_count_steps, start, examples)
+  step_logger = StepLogger(config.log_step_count_steps, start, size * jax.process_count())
   ctx = RunContext(estimator, start, state)
   meta = {'signature': signature.to_json()}
   step, saved_step, saved_time = start, start, time.monotonic()
   inflight = collections.deque()
-  loss = None
+  loss, ended = None, False
 
   def check_finite():
     bad = int(nan_step)
@@ -70,15 +85,35 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
                {**meta, 'global_step': step, 'input_position': pipeline.position})
     saved_step, saved_time = step, time.monotonic()
 
+  def next_batch():
+    features, labels = next(pipeline)
+    signature.check(features, labels)
+    return features, labels
+
   for hook in hooks:
     hook.begin(ctx)
   bar = progress_bar(None if last is None else last - start, 'train', 'step',
                      config.progress_bar)
   try:
     while last is None or step < last:
-      state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
+      if config.steps_per_loop == 1:
+        n = 1
+        state, nan_step, loss, metrics = single(state, nan_step, metrics, reset,
+                                                *runner.feed(batch))
+      else:
+        batches = [batch]
+        while len(batches) < _chunk(step, config, last):
+          try:
+            batches.append(next_batch())
+          except StopIteration:
+            ended = True
+            break
+        n = len(batches)
+        stacked = stacked or runner.train_step(optimizer, stacked=True)
+        state, nan_step, loss, metrics = stacked(state, nan_step, metrics, reset,
+                                                 *runner.feed.stacked(batches))
       reset = runner.false
-      step += 1
+      step += n
       inflight.append(loss)
       if len(inflight) > MAX_INFLIGHT_STEPS:
         inflight.popleft().block_until_ready()
@@ -93,16 +128,16 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
       ctx.step, ctx.state = step, state
       for hook in hooks:
         hook.after_step(ctx)
-      bar.update(1)
-      if ctx.stop_requested or (last is not None and step >= last):
+      bar.update(n)
+      if ended or ctx.stop_requested or (last is not None and step >= last):
         break
       try:
-        features, labels = next(pipeline)
+        batch = next_batch()
       except StopIteration:
-        logger.info('Input ended at global step %d.', step)
+        ended = True
         break
-      signature.check(features, labels)
-      batch = runner.feed((features, labels))
+    if ended:
+      logger.info('Input ended at global step %d.', step)
     for hook in hooks:
       hook.end(ctx)
     if step != saved_step:

@@ -127,3 +127,14 @@ def test_evaluate_uses_given_checkpoint_path(model_dir):
   at10 = est.evaluate(eval_fn)
   assert (at5['global_step'], at10['global_step']) == (5, 10)
   assert at5['loss'] > at10['loss']
+
+
+def test_any_batch_size_evaluates_on_eight_devices(trained):
+  """Batches the data axis does not divide are padded up (and masked), not rejected."""
+  est, x, y = trained
+  fn = lambda: [({'x': x[i:i + 30], 'id': np.arange(i, i + 30)}, y[i:i + 30])
+                for i in range(0, 90, 30)]
+  results = est.evaluate(fn)
+  assert results['count'] == 90
+  out = list(est.predict(lambda: [f for f, _ in fn()]))
+  np.testing.assert_array_equal([p['id'] for p in out], np.arange(90))

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jestimator.distribute.mesh import batch_sharded
 
@@ -25,6 +25,7 @@ class BatchFeeder:
 
   def __init__(self, mesh: Mesh, data_axis: str):
     self.sharding = batch_sharded(mesh, data_axis)
+    self.stacked_sharding = NamedSharding(mesh, P(None, data_axis))
     self.data_axis = data_axis
     self.data_size = mesh.shape[data_axis]
     self._checked: set[int] = set()
@@ -41,6 +42,13 @@ class BatchFeeder:
           f'{self.data_size} (e.g. drop_remainder=True for the last batch) or a smaller mesh.')
     self._checked.add(local_batch)
 
+  def padded_size(self, local_batch: int) -> int:
+    """The smallest local batch >= `local_batch` whose global batch the data axis divides."""
+    size = local_batch
+    while (size * jax.process_count()) % self.data_size:
+      size += 1
+    return size
+
   def __call__(self, tree: Any) -> Any:
     """Global-batch arrays for a compiled step (numpy as is in one process)."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -50,4 +58,14 @@ class BatchFeeder:
     if jax.process_count() == 1:
       return tree
     arrays = [jax.make_array_from_process_local_data(self.sharding, x) for x in leaves]
+    return jax.tree.unflatten(treedef, arrays)
+
+  def stacked(self, batches: list) -> Any:
+    """K same-shape batches -> one pytree of `[K, B, ...]` (batch axis on the data axis)."""
+    tree = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    leaves, treedef = jax.tree.flatten(tree)
+    self.check_batch_size(np.shape(leaves[0])[1])
+    if jax.process_count() == 1:
+      return tree
+    arrays = [jax.make_array_from_process_local_data(self.stacked_sharding, x) for x in leaves]
     return jax.tree.unflatten(treedef, arrays)

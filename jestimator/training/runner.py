@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jestimator.distribute.feeding import BatchFeeder
 from jestimator.distribute.mesh import batch_sharded, replicated
@@ -26,13 +26,16 @@ from jestimator.training.train_state import TrainState
 class Runner:
   """Holds the mesh, the shardings and the jitted steps of one model_fn module."""
 
-  def __init__(self, module, mesh: Mesh, data_axis: str, streams: Sequence[str]):
+  def __init__(self, module, mesh: Mesh, data_axis: str, streams: Sequence[str],
+               accumulation_steps: int = 1):
     self.module = module
+    self.accumulation_steps = accumulation_steps
     self.mesh = mesh
     self.streams = tuple(streams)
     self.feed = BatchFeeder(mesh, data_axis)
     self._repl = self.replicated = replicated(mesh)
     self._batch = batch_sharded(mesh, data_axis)
+    self._stacked = NamedSharding(mesh, P(None, data_axis))
     self._train: dict[int, Callable] = {}
     self._eval = None
     self._predict = None
@@ -60,14 +63,18 @@ class Runner:
 
   # -- compiled steps ------------------------------------------------------
 
-  def train_step(self, optimizer) -> Callable:
-    """The jitted train step for `optimizer` (cached: compiled once per shape)."""
-    key = id(optimizer)
+  def train_step(self, optimizer, stacked: bool = False) -> Callable:
+    """The jitted train step for `optimizer` (cached: compiled once per shape).
+
+    `stacked=True`: K steps per call over batches stacked `[K, B, ...]`.
+    """
+    key = (id(optimizer), stacked)
     if key not in self._train:
+      step = steps.make_train_step(self.module, optimizer, self.streams, self.accumulation_steps)
+      batch = self._stacked if stacked else self._batch
       self._train[key] = jax.jit(
-          steps.make_train_step(self.module, optimizer, self.streams),
-          in_shardings=(self._repl, self._repl, self._repl, self._repl, self._batch,
-                        self._batch),
+          steps.make_multi_step(step) if stacked else step,
+          in_shardings=(self._repl, self._repl, self._repl, self._repl, batch, batch),
           out_shardings=(self._repl, self._repl, self._repl, self._repl),
           donate_argnums=(0, 1, 2))
     return self._train[key]

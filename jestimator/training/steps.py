@@ -64,8 +64,18 @@ def abstract_spec(module, streams: Sequence[str], features, labels, mode: str) -
   return jax.eval_shape(run, seed, features, labels)
 
 
+def _micro_batches(tree: Any, k: int) -> Any:
+  """`[B, ...]` leaves -> `[k, B/k, ...]`; micro-batch i holds examples i, i+k, ...
+
+  Strided, so each device keeps its own examples (no data movement when the
+  batch is sharded over the data axis).
+  """
+  return jax.tree.map(lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1),
+                      tree)
+
+
 def make_train_step(module, optimizer: optax.GradientTransformation,
-                    streams: Sequence[str]) -> Callable:
+                    streams: Sequence[str], accumulation_steps: int = 1) -> Callable:
   """`train_step(state, nan_step, metrics, reset, features, labels)`
   `-> (state, nan_step, loss, metrics)`.
 
@@ -74,29 +84,77 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
   per-step sync yet is never checkpointed. `metrics` accumulates the metric
   states the spec declares in TRAIN (from the forward pass, before the
   update), restarting from this step's states when `reset` is True; the host
-  reads them at log steps.
+  reads them at log steps. With `accumulation_steps=k` the batch is split into
+  k micro-batches (a `lax.scan`, so memory is one micro-batch's), their
+  gradients averaged into one update: the update of the whole batch when the
+  loss is a mean over examples.
   """
 
-  def train_step(state: TrainState, nan_step, metrics, reset, features, labels):
-    rngs = step_rngs(state.rng, state.step, streams)
-
-    def loss_fn(params):
-      spec, updates = _apply(module, {'params': params, **state.model_state}, features, labels,
+  def grads(params, model_state, features, labels, rngs):
+    def loss_fn(p):
+      spec, updates = _apply(module, {'params': p, **model_state}, features, labels,
                              ModeKeys.TRAIN, rngs)
       return spec.loss, (updates, spec.eval_metrics)
 
-    (loss, (updates, new_metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    (loss, (updates, metrics)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, {**model_state, **updates}, metrics, g
+
+  def accumulated(params, model_state, features, labels, rngs):
+    micro = _micro_batches((features, labels), accumulation_steps)
+    micro_rngs = lambda i: {n: jax.random.fold_in(r, i) for n, r in rngs.items()}
+    first = jax.tree.map(lambda x: x[0], micro)
+    loss, model_state, metrics, g = grads(params, model_state, *first, micro_rngs(0))
+
+    def body(carry, xs):
+      loss_sum, model_state, metrics, g_sum = carry
+      i, batch = xs
+      loss, model_state, new, g = grads(params, model_state, *batch, micro_rngs(i))
+      metrics = {k: metrics[k].merge(v) for k, v in new.items()}
+      return (loss_sum + loss, model_state, metrics, jax.tree.map(jnp.add, g_sum, g)), None
+
+    rest = jax.tree.map(lambda x: x[1:], micro)
+    (loss, model_state, metrics, g), _ = jax.lax.scan(
+        body, (loss, model_state, metrics, g), (jnp.arange(1, accumulation_steps), rest))
+    scale = 1.0 / accumulation_steps
+    return loss * scale, model_state, metrics, jax.tree.map(lambda x: x * scale, g)
+
+  compute = grads if accumulation_steps == 1 else accumulated
+
+  def train_step(state: TrainState, nan_step, metrics, reset, features, labels):
+    rngs = step_rngs(state.rng, state.step, streams)
+    loss, model_state, new_metrics, g = compute(state.params, state.model_state, features,
+                                                labels, rngs)
+    param_updates, opt_state = optimizer.update(g, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
-        model_state={**state.model_state, **updates}, opt_state=opt_state)
+        model_state=model_state, opt_state=opt_state)
     nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), state.step, nan_step)
     merged = {k: metrics[k].merge(v) for k, v in new_metrics.items()}
     metrics = jax.tree.map(lambda m, n: jnp.where(reset, n, m), merged, new_metrics)
     return new_state, nan_step, loss, metrics
 
   return train_step
+
+
+def make_multi_step(train_step: Callable) -> Callable:
+  """K train steps in one dispatch: a `lax.scan` of `train_step` over `[K, B, ...]` batches.
+
+  Same signature and results as K calls of `train_step` (the loss returned is
+  the last step's); the host dispatches once per K steps (TPUEstimator's
+  iterations_per_loop, Keras' steps_per_execution).
+  """
+
+  def multi_step(state, nan_step, metrics, reset, features, labels):
+    def body(carry, batch):
+      state, nan_step, metrics, reset = carry
+      state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
+      return (state, nan_step, metrics, jnp.zeros_like(reset)), loss
+
+    (state, nan_step, metrics, _), losses = jax.lax.scan(
+        body, (state, nan_step, metrics, reset), (features, labels))
+    return state, nan_step, losses[-1], metrics
+
+  return multi_step
 
 
 def make_eval_metrics_fn(module, streams: Sequence[str]) -> Callable:
