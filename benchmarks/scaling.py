@@ -1,0 +1,69 @@
+"""Scaling: steps_per_loop 1/4/16, and 1/2/4/8 (forced CPU) devices, in one run.
+
+Steady steps/s of `Estimator.train` (timed from step 200 to the end, synced at
+both ends) on the reference MLP (64-256-256-10, batch 256) and on a
+dispatch-bound linear model (64->10, batch 32), same tf.data input as
+`train_throughput.py`. Device counts run in child processes (XLA_FLAGS must be
+set before jax starts); on a 2-core CPU that part is a correctness run of the
+mesh path, not a speed claim.
+
+  python benchmarks/scaling.py [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+import optax
+
+import jestimator as je
+from train_throughput import MLP, _Timer, make_input_fn
+
+
+def steps_per_second(hidden, batch, steps, **config) -> float:
+  def model_fn(features, labels, mode):
+    logits = MLP(hidden, name='mlp')(features['x'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return je.EstimatorSpec(mode, loss=loss, predictions=logits, optimizer=optax.adam(1e-3))
+
+  timer = _Timer(steps)
+  with tempfile.TemporaryDirectory() as model_dir:
+    est = je.Estimator(model_fn, model_dir, je.RunConfig(seed=0, progress_bar=False, **config))
+    est.train(make_input_fn(batch), max_steps=steps, hooks=[timer])
+  return timer.rate
+
+
+WORKLOADS = (('MLP 64-256-256-10, batch 256', (256, 256), 256),
+             ('linear 64->10, batch 32', (), 32))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--steps', type=int, default=2000)
+  parser.add_argument('--devices', type=int, default=0, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  logging.getLogger('jestimator').setLevel(logging.WARNING)
+  if args.devices:  # child: one device-count measurement
+    print(f'{steps_per_second((256, 256), 256, args.steps):.1f}')
+    return
+  print('steps_per_loop (steps/s, speed-up vs 1):')
+  for name, hidden, batch in WORKLOADS:
+    rates = {k: steps_per_second(hidden, batch, args.steps, steps_per_loop=k,
+                                 log_step_count_steps=None) for k in (1, 4, 16)}
+    print(f'  {name:<32}' + ''.join(f'  K={k}: {r:8.1f} ({r / rates[1]:.2f}x)'
+                                     for k, r in rates.items()), flush=True)
+  print('devices (MLP, forced CPU devices; correctness of the mesh path on this machine):')
+  for n in (1, 2, 4, 8):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')
+    out = subprocess.run([sys.executable, __file__, '--steps', str(args.steps), '--devices',
+                          str(n)], env=env, capture_output=True, text=True, check=True)
+    print(f'  {n} device(s): {float(out.stdout.split()[-1]):8.1f} steps/s', flush=True)
+
+
+if __name__ == '__main__':
+  main()
