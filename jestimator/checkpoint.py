@@ -99,7 +99,7 @@ class CheckpointStore:
   def restore_input(self, step: int, pipeline, position: int) -> None:
     self._manager.restore(step, args=ocp.args.Composite(input=_InputRestore(pipeline, position)))
 
-  def abstract_variables(self, step: int, sharding) -> Any:
+  def abstract_variables(self, step: int, sharding=None) -> Any:
     """Shapes and dtypes of the saved variables (from checkpoint metadata), on `sharding`."""
     meta = self._manager.item_metadata(step)['model']
     return jax.tree.map(

@@ -10,9 +10,10 @@ by default one axis `data` over every device of every process.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import jax
+from jax.sharding import PartitionSpec
 
 _DEFAULT_SECS = 600
 
@@ -47,6 +48,9 @@ class RunConfig:
       hooks run once per loop.
     gradient_accumulation_steps: micro-batches per step; their gradients are
       averaged into one update (the batch must divide by it).
+    partition_rules: how the train state is split over the mesh: None (data
+      parallel, replicated), 'fsdp', or a list of (regex on the parameter
+      path, PartitionSpec); see `jestimator.distribute.partitioning`.
   """
 
   model_dir: str | None = None
@@ -63,6 +67,7 @@ class RunConfig:
   progress_bar: bool = True
   steps_per_loop: int = 1
   gradient_accumulation_steps: int = 1
+  partition_rules: Sequence[tuple[str, PartitionSpec]] | str | None = None
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs
@@ -87,6 +92,8 @@ class RunConfig:
     if self.mesh_shape is not None:
       object.__setattr__(self, 'mesh_shape', dict(self.mesh_shape))
     object.__setattr__(self, 'rng_streams', tuple(self.rng_streams))
+    if isinstance(self.partition_rules, list):
+      object.__setattr__(self, 'partition_rules', tuple(tuple(r) for r in self.partition_rules))
 
   def replace(self, **changes) -> 'RunConfig':
     """A copy with `changes`; setting one checkpoint cadence clears the other."""

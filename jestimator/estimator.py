@@ -68,7 +68,7 @@ class Estimator:
     self._mesh = mesh_from_config(self._config)
     module = ModelFnModule(model_fn, hparams=self._params, config=self._config)
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
-                          self._config.gradient_accumulation_steps)
+                          self._config.gradient_accumulation_steps, self._config.partition_rules)
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
@@ -259,7 +259,7 @@ class Estimator:
     if self._inference_cache is None or self._inference_cache[0] != key:
       signature = Signature.from_json(store.metadata(step)['signature'])
       variables = store.restore_variables(
-          step, store.abstract_variables(step, self._runner.replicated))
+          step, self._runner.place_abstract(store.abstract_variables(step)))
       self._inference_cache = (key, (variables, signature))
     return self._inference_cache[1]
 
@@ -295,7 +295,7 @@ class Estimator:
     mask = self._runner.feed(np.ones(size, np.float32))
     shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
     acc = self._runner.zeros_like_shapes(shapes)
-    eval_step, first_flag = self._runner.eval_step(), self._runner.true
+    eval_step, first_flag = self._runner.eval_step(variables), self._runner.true
     total = steps if steps is not None else pipeline.num_batches
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
       for i, (features, labels, mask, _) in enumerate(
@@ -324,7 +324,7 @@ class Estimator:
     size = self._runner.feed.padded_size(batch_size_of(first[0]))
     variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
                                            pad_batch(first, size)[0])
-    predict_step = self._runner.predict_step()
+    predict_step = self._runner.predict_step(variables)
     pending = collections.deque()
     with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:
       for features, _, mask, n in self._padded_batches(pipeline, first, size, None):

@@ -22,7 +22,7 @@ from jestimator.inputs.padding import batch_size_of
 from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.signature import Signature
 from jestimator.reporting import StepLogger, logger, progress_bar
-from jestimator.training.runner import Runner
+from jestimator.training.runner import Runner, shardings_of
 from jestimator.training.train_state import TrainState
 
 # Steps the host may run ahead of the device. Bounding it caps memory and
@@ -60,7 +60,8 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   if size % accumulate:
     raise ValueError(f'gradient_accumulation_steps {accumulate} does not divide the batch '
                      f'size {size}.')
-  single, stacked = runner.train_step(optimizer), None
+  state_shardings = shardings_of(state)
+  single, stacked = runner.train_step(optimizer, state_shardings), None
   nan_step = runner.scalar(-1, np.int32)
   metrics = runner.zeros_like_shapes(metric_shapes)
   reset = runner.true
@@ -109,7 +110,7 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
             ended = True
             break
         n = len(batches)
-        stacked = stacked or runner.train_step(optimizer, stacked=True)
+        stacked = stacked or runner.train_step(optimizer, state_shardings, stacked=True)
         state, nan_step, loss, metrics = stacked(state, nan_step, metrics, reset,
                                                  *runner.feed.stacked(batches))
       reset = runner.false

@@ -13,12 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-
-def _name(path) -> str:
-  parts = []
-  for k in path:
-    parts.append(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))))
-  return '/'.join(parts)
+from jestimator.tree_paths import path_name
 
 
 def leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -26,7 +21,7 @@ def leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     dtype = leaf.dtype if hasattr(leaf, 'dtype') else np.asarray(leaf).dtype
-    out[_name(path)] = (tuple(np.shape(leaf)), str(dtype))
+    out[path_name(path)] = (tuple(np.shape(leaf)), str(dtype))
   return out
 
 
