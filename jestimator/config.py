@@ -51,6 +51,9 @@ class RunConfig:
     partition_rules: how the train state is split over the mesh: None (data
       parallel, replicated), 'fsdp', or a list of (regex on the parameter
       path, PartitionSpec); see `jestimator.distribute.partitioning`.
+    runner: 'jit' (GSPMD: jit with shardings) or 'shard_map' (the per-device
+      step with explicit gradient pmean and metric merge; data parallel only;
+      batch statistics and dropout masks are then per device).
   """
 
   model_dir: str | None = None
@@ -68,6 +71,7 @@ class RunConfig:
   steps_per_loop: int = 1
   gradient_accumulation_steps: int = 1
   partition_rules: Sequence[tuple[str, PartitionSpec]] | str | None = None
+  runner: str = 'jit'
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs

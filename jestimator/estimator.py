@@ -68,7 +68,8 @@ class Estimator:
     self._mesh = mesh_from_config(self._config)
     module = ModelFnModule(model_fn, hparams=self._params, config=self._config)
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
-                          self._config.gradient_accumulation_steps, self._config.partition_rules)
+                          self._config.gradient_accumulation_steps, self._config.partition_rules,
+                          self._config.runner)
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None

@@ -41,7 +41,14 @@ class Runner:
   """Holds the mesh, the shardings and the jitted steps of one model_fn module."""
 
   def __init__(self, module, mesh: Mesh, data_axis: str, streams: Sequence[str],
-               accumulation_steps: int = 1, partition_rules=None):
+               accumulation_steps: int = 1, partition_rules=None, runner: str = 'jit'):
+    if runner not in ('jit', 'shard_map'):
+      raise ValueError(f"RunConfig.runner must be 'jit' or 'shard_map', got {runner!r}.")
+    if runner == 'shard_map' and partition_rules is not None:
+      raise ValueError('the shard_map runner replicates the train state (data parallel); '
+                       f'partition_rules={partition_rules!r} needs the jit runner.')
+    self.kind = runner
+    self.data_axis = data_axis
     self.module = module
     self.accumulation_steps = accumulation_steps
     self.mesh = mesh
@@ -95,6 +102,9 @@ class Runner:
     """
     key = (id(optimizer), stacked, _key(state_shardings))
     if key not in self._train:
+      if self.kind == 'shard_map':
+        self._train[key] = self._shard_map_train_step(optimizer, stacked)
+        return self._train[key]
       step = steps.make_train_step(self.module, optimizer, self.streams, self.accumulation_steps)
       batch = self._stacked if stacked else self._batch
       self._train[key] = jax.jit(
@@ -103,6 +113,17 @@ class Runner:
           out_shardings=(state_shardings, self._repl, self._repl, self._repl),
           donate_argnums=(0, 1, 2))
     return self._train[key]
+
+  def _shard_map_train_step(self, optimizer, stacked: bool) -> Callable:
+    """The same step as per-device code under `jax.shard_map` (explicit collectives)."""
+    axis = (self.data_axis, self.mesh.shape[self.data_axis])
+    step = steps.make_train_step(self.module, optimizer, self.streams, self.accumulation_steps,
+                                 axis=axis)
+    batch = P(None, self.data_axis) if stacked else P(self.data_axis)
+    mapped = jax.shard_map(steps.make_multi_step(step) if stacked else step, mesh=self.mesh,
+                           in_specs=(P(), P(), P(), P(), batch, batch),
+                           out_specs=(P(), P(), P(), P()), check_vma=True)
+    return jax.jit(mapped, donate_argnums=(0, 1, 2))
 
   def eval_metrics_shapes(self, variables, features, labels, mask) -> Any:
     """The metric states' structure for these input shapes (traced once per shape)."""

@@ -8,6 +8,7 @@ RNG stream: it depends on the seed and the step, never on the device count.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -74,8 +75,24 @@ def _micro_batches(tree: Any, k: int) -> Any:
                       tree)
 
 
+def _merge_across(metrics: dict, axis_name: str, size: int) -> dict:
+  """Metric states of every device along `axis_name`, merged with their own `merge`.
+
+  The gather is a psum of one-hot placed copies: its result is invariant over
+  the axis (plain all_gather's is typed varying), so it can leave shard_map
+  as replicated.
+  """
+  index = jax.lax.axis_index(axis_name)
+  gathered = jax.tree.map(
+      lambda x: jax.lax.psum(jnp.zeros((size,) + x.shape, x.dtype).at[index].set(x), axis_name),
+      metrics)
+  parts = [jax.tree.map(lambda x, i=i: x[i], gathered) for i in range(size)]
+  return {k: functools.reduce(lambda a, b: a.merge(b), [p[k] for p in parts]) for k in metrics}
+
+
 def make_train_step(module, optimizer: optax.GradientTransformation,
-                    streams: Sequence[str], accumulation_steps: int = 1) -> Callable:
+                    streams: Sequence[str], accumulation_steps: int = 1,
+                    axis: tuple[str, int] | None = None) -> Callable:
   """`train_step(state, nan_step, metrics, reset, features, labels)`
   `-> (state, nan_step, loss, metrics)`.
 
@@ -88,15 +105,26 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
   k micro-batches (a `lax.scan`, so memory is one micro-batch's), their
   gradients averaged into one update: the update of the whole batch when the
   loss is a mean over examples.
+
+  `axis=(name, size)` builds the per-device body for `shard_map` over that
+  mesh axis: the loss differentiated is `pmean` of the local loss, so the
+  gradient of the replicated parameters is the global mean with no further
+  collective (under check_vma, the transpose of their implicit broadcast
+  already sums over devices; a second pmean would give N times the gradient);
+  metric states are all-gathered and merged, mutable collections averaged.
   """
 
   def grads(params, model_state, features, labels, rngs):
     def loss_fn(p):
       spec, updates = _apply(module, {'params': p, **model_state}, features, labels,
                              ModeKeys.TRAIN, rngs)
-      return spec.loss, (updates, spec.eval_metrics)
+      loss = spec.loss if axis is None else jax.lax.pmean(spec.loss, axis[0])
+      return loss, (updates, spec.eval_metrics)
 
     (loss, (updates, metrics)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if axis is not None:
+      updates = jax.tree.map(lambda x: jax.lax.pmean(x, axis[0]), updates)
+      metrics = _merge_across(metrics, *axis)
     return loss, {**model_state, **updates}, metrics, g
 
   def accumulated(params, model_state, features, labels, rngs):
