@@ -10,7 +10,7 @@ by default one axis `data` over every device of every process.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 from jax.sharding import PartitionSpec
@@ -54,6 +54,8 @@ class RunConfig:
     runner: 'jit' (GSPMD: jit with shardings) or 'shard_map' (the per-device
       step with explicit gradient pmean and metric merge; data parallel only;
       batch statistics and dropout masks are then per device).
+    precision: 'float32', 'mixed_bfloat16' (float32 parameters, bfloat16
+      compute, float32 loss/metrics/predictions) or a `training.precision.Policy`.
   """
 
   model_dir: str | None = None
@@ -72,6 +74,7 @@ class RunConfig:
   gradient_accumulation_steps: int = 1
   partition_rules: Sequence[tuple[str, PartitionSpec]] | str | None = None
   runner: str = 'jit'
+  precision: Any = 'float32'
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs

@@ -31,6 +31,7 @@ from jestimator.inputs.signature import Signature
 from jestimator.reporting import logger, progress_bar
 from jestimator.spec import ModeKeys
 from jestimator.train_loop import MAX_INFLIGHT_STEPS, run_train_loop
+from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.training.transform import ModelFnModule, model_fn_args
 
@@ -67,6 +68,9 @@ class Estimator:
     self._model_fn = model_fn
     self._mesh = mesh_from_config(self._config)
     module = ModelFnModule(model_fn, hparams=self._params, config=self._config)
+    policy = get_policy(self._config.precision)
+    if policy != get_policy('float32'):
+      module = PolicyModule(module, policy)
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
                           self._config.gradient_accumulation_steps, self._config.partition_rules,
                           self._config.runner)
