@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
 
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
@@ -34,6 +36,13 @@ from jestimator.train_loop import MAX_INFLIGHT_STEPS, run_train_loop
 from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.training.transform import ModelFnModule, model_fn_args
+
+def _all_processes(flag: bool) -> bool:
+  """`flag` and-ed over all processes (one tiny all-gather when there are several)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.bool_(flag))))
+
 
 class Estimator:
   """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
@@ -269,20 +278,30 @@ class Estimator:
     return self._inference_cache[1]
 
   def _padded_batches(self, pipeline, first, size, steps) -> Iterator:
-    """(global features, labels, mask, n) per batch, padded to `size` examples."""
+    """(global features, labels, mask, n) per batch, padded to `size` examples.
+
+    Every process must run the same number of steps; one whose input ended
+    while others' go on feeds fully masked copies (n = 0) until all are done.
+    """
     signature = Signature.of(*first)
-    batch, count = first, 0
+    batch, count, exhausted = first, 0, False
     while True:
-      signature.check(*batch)
-      n = batch_size_of(batch[0])
-      (features, labels), mask = pad_batch(batch, size)
-      yield (*self._runner.feed((features, labels, mask)), n)
+      if exhausted:
+        n, mask = 0, np.zeros_like(mask)
+      else:
+        signature.check(*batch)
+        n = batch_size_of(batch[0])
+        padded, mask = pad_batch(batch, size)
+      yield (*self._runner.feed((*padded, mask)), n)
       count += 1
       if steps is not None and count >= steps:
         return
-      try:
-        batch = next(pipeline)
-      except StopIteration:
+      if not exhausted:
+        try:
+          batch = next(pipeline)
+        except StopIteration:
+          exhausted = True
+      if _all_processes(exhausted):
         return
 
   def evaluate(self, input_fn: Callable, steps: int | None = None,
@@ -320,7 +339,11 @@ class Estimator:
   def predict(self, input_fn: Callable, predict_keys: Sequence[str] | str | None = None,
               hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
               yield_single_examples: bool = True) -> Iterator[Any]:
-    """Yields one prediction per input example, in input order (padding stripped)."""
+    """Yields one prediction per input example, in input order (padding stripped).
+
+    With several processes, each process yields the predictions of its own
+    input (its input_fn's examples), in its input order.
+    """
     del hooks
     if isinstance(predict_keys, str):
       predict_keys = [predict_keys]
@@ -341,6 +364,9 @@ class Estimator:
         yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
 
   def _unbatch(self, predictions, n, predict_keys, single) -> Iterator[Any]:
+    if jax.process_count() > 1:  # this process's own rows of the global batch
+      predictions = multihost_utils.global_array_to_host_local_array(
+          predictions, self._mesh, P(self._config.data_axis))
     predictions = jax.tree.map(lambda x: np.asarray(x)[:n], jax.device_get(predictions))
     for transform in self._transforms:
       predictions = transform.postprocess(predictions)

@@ -2,13 +2,16 @@
 
 Loss and speed go to the `jestimator` logger every `log_step_count_steps`
 (reading the loss is the only device sync the train loop makes on its own);
-`tqdm.auto` draws a bar when the total is known, a widget in Jupyter.
+`tqdm.auto` draws a bar when the total is known, a widget in Jupyter. With
+many processes only process 0 logs and draws.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+
+import jax
 
 from tqdm.auto import tqdm
 
@@ -17,7 +20,8 @@ logger = logging.getLogger('jestimator')
 
 def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
   """A tqdm bar (disabled when `enabled` is False or there is no total to show)."""
-  return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or not total,
+  enabled = enabled and bool(total) and jax.process_index() == 0
+  return tqdm(total=total, desc=desc, unit=unit, disable=not enabled,
               dynamic_ncols=True, leave=False)
 
 
@@ -34,6 +38,8 @@ class StepLogger:
 
   def log(self, step: int, loss: float, metrics: dict | None = None) -> None:
     """`metrics`: metric states (device); computing them here is the log step's sync."""
+    if jax.process_index() != 0:
+      return
     now = time.perf_counter()
     rate = (step - self._step) / max(now - self._time, 1e-9)
     shown = ''.join(f', {k} = {float(m.compute()):.6g}' for k, m in sorted((metrics or {}).items())

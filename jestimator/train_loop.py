@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
@@ -29,10 +30,30 @@ from jestimator.training.train_state import TrainState
 # avoids an XLA:CPU collective deadlock seen with many in-flight multi-device
 # steps (8 virtual devices on 2 cores); waiting on step s-4 never idles the device.
 MAX_INFLIGHT_STEPS = 4
+_AGREE_EVERY = 100
 
 
 class NanLossDuringTrainingError(RuntimeError):
   """The training loss became NaN or infinite."""
+
+
+def _secs_due_fn(config: RunConfig):
+  """Whether a time-based save is due. Saving is collective, so with many
+  processes process 0's clock decides, read every `_AGREE_EVERY` steps (one
+  tiny broadcast) instead of every step."""
+  secs = config.save_checkpoints_secs
+  if secs is None:
+    return lambda step, saved_time: False
+  if jax.process_count() == 1:
+    return lambda step, saved_time: time.monotonic() - saved_time >= secs
+
+  def due(step, saved_time):
+    if step % _AGREE_EVERY:
+      return False
+    return bool(multihost_utils.broadcast_one_to_all(
+        np.bool_(time.monotonic() - saved_time >= secs)))
+
+  return due
 
 
 def _chunk(step: int, config: RunConfig, last: int | None) -> int:
@@ -71,6 +92,7 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   step, saved_step, saved_time = start, start, time.monotonic()
   inflight = collections.deque()
   loss, ended = None, False
+  secs_due = _secs_due_fn(config)
 
   def check_finite():
     bad = int(nan_step)
@@ -123,8 +145,7 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
         step_logger.log(step, float(loss), metrics)
         reset = runner.true
       if ((config.save_checkpoints_steps and step % config.save_checkpoints_steps == 0) or
-          (config.save_checkpoints_secs is not None and
-           time.monotonic() - saved_time >= config.save_checkpoints_secs)):
+          secs_due(step, saved_time)):
         save()
       ctx.step, ctx.state = step, state
       for hook in hooks:

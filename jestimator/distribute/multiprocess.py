@@ -1,0 +1,43 @@
+"""Many processes: a thin wrapper over `jax.distributed.initialize`.
+
+JAX's multi-controller runtime is the engine: every process runs the same
+program on its own devices and its own input shard; `jax.devices()` is then
+the global device list, so the default mesh spans all processes. With no
+arguments JAX detects SLURM, Open MPI and Kubernetes/TPU environments itself.
+What this adds: CPU collectives (gloo) so CPU-only clusters and tests work,
+bounded timeouts, and an error that says which coordinator was unreachable.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, local_device_ids: Sequence[int] | None = None,
+               timeout_s: int = 120, heartbeat_timeout_s: int = 30) -> None:
+  """Joins (or, as process 0, starts) the job; call before any other JAX work.
+
+  Args:
+    coordinator_address: 'host:port' of process 0 (None: detect the cluster).
+    num_processes, process_id: this job's size and this process's index.
+    local_device_ids: the local devices this process uses (None: all).
+    timeout_s: how long to wait for every process to join.
+    heartbeat_timeout_s: how soon a dead process makes the others fail.
+  """
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id, local_device_ids,
+                               initialization_timeout=timeout_s,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
+  except Exception as e:  # the runtime's own errors do not say what was being waited for
+    raise RuntimeError(
+        f'jestimator.distribute.initialize: process {process_id} of {num_processes} could not '
+        f'join the coordinator at {coordinator_address!r} within {timeout_s} s: {e}') from e
+
+
+def is_chief() -> bool:
+  """Process 0: the one that logs, shows progress and writes summaries."""
+  return jax.process_index() == 0
