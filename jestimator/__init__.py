@@ -12,7 +12,8 @@
   est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
 """
 
-from jestimator import distribute, heads, hooks, inputs, metrics
+from jestimator import (canned, distribute, feature_column, heads, hooks, inputs, layers, metrics,
+                        optimizers)
 from jestimator.config import RunConfig
 from jestimator.estimator import Estimator
 from jestimator.train_loop import NanLossDuringTrainingError
@@ -25,6 +26,6 @@ __version__ = '0.1.0'
 
 __all__ = [
     'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'ModeKeys',
-    'NanLossDuringTrainingError', 'RunConfig', 'distribute', 'example_mask', 'heads', 'hooks',
-    'inputs', 'metrics',
+    'NanLossDuringTrainingError', 'RunConfig', 'canned', 'distribute', 'example_mask',
+    'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'metrics', 'optimizers',
 ]

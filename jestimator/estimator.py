@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
+from jestimator.feature_column.transform import FeatureTransform
 from jestimator.hooks.base import Hook
 from jestimator.inputs.input_context import InputContext
 from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
@@ -56,12 +57,18 @@ class Estimator:
     input_transforms: `HostTransform`s applied, in order, to every input_fn's
       batches inside its tf.data pipeline (strings -> ids, feature columns'
       host halves), and to predictions on the way out (`postprocess`).
+    feature_columns: shorthand for a first `feature_column.FeatureTransform`
+      of these columns (with `sparse_lengths` for variable-length inputs).
   """
 
   def __init__(self, model_fn: Callable, model_dir: str | None = None,
                config: RunConfig | None = None, params: dict | None = None,
-               input_transforms: Sequence[HostTransform] = ()):
+               input_transforms: Sequence[HostTransform] = (),
+               feature_columns: Sequence[Any] | None = None,
+               sparse_lengths: dict[str, int] | None = None):
     model_fn_args(model_fn)
+    if feature_columns:
+      input_transforms = (FeatureTransform(feature_columns, sparse_lengths), *input_transforms)
     self._transforms = tuple(input_transforms)
     config = config or RunConfig()
     if model_dir and config.model_dir and os.path.abspath(model_dir) != os.path.abspath(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import tensorflow as tf
 
 
@@ -43,9 +44,11 @@ def apply_to_dataset(dataset: tf.data.Dataset, transforms: Sequence[HostTransfor
 
 
 def apply_to_batch(element: Any, transforms: Sequence[HostTransform], mode: str) -> Any:
-  """The same, eagerly, for one batch of a plain Python iterable."""
+  """The same, eagerly, for one batch of a plain Python iterable (numpy out)."""
   features, labels = element if isinstance(element, tuple) and len(element) == 2 else (
       element, None)
   for t in transforms:
     features, labels = t.transform(features, labels, mode)
+  to_numpy = lambda x: x.numpy() if isinstance(x, tf.Tensor) else x
+  features, labels = jax.tree.map(to_numpy, features), jax.tree.map(to_numpy, labels)
   return features if labels is None else (features, labels)

@@ -1,4 +1,4 @@
-"""The demo: a custom model_fn on scikit-learn's bundled digits, end to end, offline.
+"""Demo: a custom model_fn on scikit-learn's bundled digits, end to end, offline.
 
 Trains an MLP (64-128-64-10, dropout, Adam) with `Estimator.train` on a
 tf.data pipeline, evaluates it, predicts a few test images and prints tables.
@@ -6,7 +6,6 @@ tf.data pipeline, evaluates it, predicts a few test images and prints tables.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 import optax
 
 import jestimator as je
+from jestimator.demos.table import table
 
 
 def model_fn(features, labels, mode, params):
@@ -46,13 +46,6 @@ def load_digits(seed: int = 0):
   return (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
 
 
-def _table(title: str, header: tuple, rows: list) -> str:
-  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-  line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths))
-  return '\n'.join([title, line(header), line(['-' * w for w in widths]),
-                    *map(line, rows)])
-
-
 def run(model_dir: str | None = None, max_steps: int = 1500, seed: int = 0) -> dict:
   """Trains, evaluates and predicts; prints tables; returns the eval metrics."""
   (x_train, y_train), (x_test, y_test) = load_digits(seed)
@@ -70,7 +63,7 @@ def run(model_dir: str | None = None, max_steps: int = 1500, seed: int = 0) -> d
   metrics = est.evaluate(je.inputs.numpy_input_fn({'pixels': x_test}, y_test, batch_size=64,
                                                   shuffle=False))
   print()
-  print(_table(f'Evaluation on {len(x_test)} test images (trained in {train_s:.1f} s)',
+  print(table(f'Evaluation on {len(x_test)} test images (trained in {train_s:.1f} s)',
                ('metric', 'value'),
                [(k, f'{v:.4f}' if k != 'global_step' else int(v)) for k, v in sorted(
                    metrics.items())]))
@@ -81,23 +74,6 @@ def run(model_dir: str | None = None, max_steps: int = 1500, seed: int = 0) -> d
            'ok' if p['class_ids'] == y_test[i] else 'WRONG')
           for i, p in enumerate(predictions)]
   print()
-  print(_table(f'Predictions for the first {shown} test images', ('#', 'label', 'predicted',
+  print(table(f'Predictions for the first {shown} test images', ('#', 'label', 'predicted',
                                                                   'probability', ''), rows))
   return metrics
-
-
-def main(argv=None) -> None:
-  import argparse
-
-  parser = argparse.ArgumentParser(prog='jestimator demo', description=__doc__)
-  parser.add_argument('--model-dir', default=None)
-  parser.add_argument('--max-steps', type=int, default=1500)
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args(argv)
-  log = logging.getLogger('jestimator')
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
-  log.addHandler(handler)
-  log.setLevel(logging.INFO)
-  log.propagate = False
-  run(args.model_dir, args.max_steps, args.seed)
