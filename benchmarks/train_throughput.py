@@ -11,9 +11,9 @@ the best round of each and the median of the per-round ratios are reported.
   python benchmarks/train_throughput.py [--steps 2000] [--rounds 3]
 
 Last figures (2-core CPU, jax 0.10.2, 4 rounds):
-  MLP 64-256-256-10, batch 256:   hand 516.6, estimator 516.5 steps/s, best/best 1.000, median 0.990
-  linear 64->10, batch 32:        hand 3673, estimator 3345 steps/s, best/best 0.911 (noisy: the
-                                  tf.data next() dominates both loops here)
+  MLP 64-256-256-10, batch 256:   hand 459, estimator 497 steps/s: best/best 1.08, median 1.05
+  linear 64->10, batch 32:        hand 3037, estimator 3552 steps/s: best/best 1.17 (tf.data's
+                                  next() dominates both loops here; rounds vary 2x)
 """
 
 from __future__ import annotations

@@ -328,13 +328,14 @@ class Estimator:
     acc = self._runner.zeros_like_shapes(shapes)
     eval_step, first_flag = self._runner.eval_step(variables), self._runner.true
     total = steps if steps is not None else pipeline.num_batches
+    inflight = collections.deque()
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
-      for i, (features, labels, mask, _) in enumerate(
-          self._padded_batches(pipeline, first, size, steps)):
-        acc = eval_step(variables, rng, acc, features, labels, mask, first_flag)
+      for features, labels, mask, _ in self._padded_batches(pipeline, first, size, steps):
+        acc, done = eval_step(variables, rng, acc, features, labels, mask, first_flag)
         first_flag = self._runner.false
-        if i % MAX_INFLIGHT_STEPS == MAX_INFLIGHT_STEPS - 1:
-          jax.block_until_ready(acc)
+        inflight.append(done)
+        if len(inflight) > MAX_INFLIGHT_STEPS:
+          inflight.popleft().block_until_ready()
         bar.update(1)
     results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}
     results['global_step'] = np.int64(global_step)

@@ -144,7 +144,7 @@ class Runner:
           step,
           in_shardings=(shardings, self._repl, self._repl, self._batch, self._batch,
                         self._batch, self._repl),
-          out_shardings=self._repl, donate_argnums=(2,))
+          out_shardings=(self._repl, self._repl), donate_argnums=(2,))
     return self._eval[key]
 
   def predict_step(self, variables) -> Callable:

@@ -204,17 +204,19 @@ def make_eval_metrics_fn(module, streams: Sequence[str]) -> Callable:
 
 
 def make_eval_step(metrics_fn: Callable) -> Callable:
-  """`eval_step(variables, rng, acc, features, labels, mask, first) -> acc`.
+  """`eval_step(variables, rng, acc, features, labels, mask, first) -> (acc, done)`.
 
   Merges this batch's metric states into `acc` on device; `first` (a bool
   scalar) makes the batch's states the new accumulator, so one executable
-  serves every batch and no metric needs a hand-written identity.
+  serves every batch and no metric needs a hand-written identity. `done` is
+  a scalar the host can wait on to bound the queue (`acc` itself is donated).
   """
 
   def eval_step(variables, rng, acc, features, labels, mask, first):
     new = metrics_fn(variables, rng, features, labels, mask)
     merged = {k: acc[k].merge(v) for k, v in new.items()}
-    return jax.tree.map(lambda m, n: jnp.where(first, n, m), merged, new)
+    acc = jax.tree.map(lambda m, n: jnp.where(first, n, m), merged, new)
+    return acc, acc['loss'].count
 
   return eval_step
 
