@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jestimator.tree_paths import path_name
 
 FSDP = 'fsdp'
+_NOT_SHARDED = ('step', 'rng')  # the train state's bookkeeping, not model state
 
 
 class Partitioner:
@@ -54,7 +55,7 @@ class Partitioner:
 
   def _spec(self, name: str, shape: tuple[int, ...], used: set) -> P:
     if self.rules == FSDP:
-      return self._fsdp_spec(shape)
+      return P() if name in _NOT_SHARDED else self._fsdp_spec(shape)
     for i, (regex, spec) in enumerate(self.rules or ()):
       if regex.search(name):
         used.add(i)
