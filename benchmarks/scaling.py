@@ -61,6 +61,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--steps', type=int, default=2000)
   parser.add_argument('--devices', type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument('--no-devices', action='store_true', help='skip the forced-CPU-devices part')
   args = parser.parse_args()
   logging.getLogger('jestimator').setLevel(logging.WARNING)
   if args.devices:  # child: one device-count measurement
@@ -73,6 +74,8 @@ def main():
                                  log_step_count_steps=None) for k in (1, 4, 16)}
     print(f'  {name:<36}' + ''.join(f'  K={k}: {r:8.1f} ({r / rates[1]:.2f}x)'
                                      for k, r in rates.items()), flush=True)
+  if args.no_devices:
+    return
   print('devices (MLP, forced CPU devices; correctness of the mesh path on this machine):')
   for n in (1, 2, 4, 8):
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}')

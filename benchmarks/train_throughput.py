@@ -10,8 +10,9 @@ the best round of each and the median of the per-round ratios are reported.
 
   python benchmarks/train_throughput.py [--steps 2000] [--rounds 3]
 
-Last figures (2-core CPU, jax 0.10.2, 4 rounds):
-  MLP 64-256-256-10, batch 256:   hand 459, estimator 497 steps/s: best/best 1.08, median 1.05
+Last figures (2-core CPU, jax 0.10.2; two runs of 4 and 3 rounds):
+  MLP 64-256-256-10, batch 256:   hand 459 / 457, estimator 497 / 447 steps/s:
+                                  best/best 1.08 / 0.98, median of rounds 1.05 / 0.99
   linear 64->10, batch 32:        hand 3037, estimator 3552 steps/s: best/best 1.17 (tf.data's
                                   next() dominates both loops here; rounds vary 2x)
 """

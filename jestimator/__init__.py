@@ -20,12 +20,12 @@ from jestimator.train_loop import NanLossDuringTrainingError
 from jestimator.inputs import InputContext
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
-from jestimator.training.mask import example_mask
+from jestimator.training.mask import example_mask, masked_mean
 
 __version__ = '0.1.0'
 
 __all__ = [
     'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'ModeKeys',
     'NanLossDuringTrainingError', 'RunConfig', 'canned', 'distribute', 'example_mask',
-    'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'metrics', 'optimizers',
+    'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',
 ]

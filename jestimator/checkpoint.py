@@ -59,9 +59,14 @@ class CheckpointStore:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
+    """The newest finished step on disk (re-read: another process may have written it)."""
+    self._manager.wait_until_finished()
+    self._manager.reload()
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
+    self._manager.wait_until_finished()
+    self._manager.reload()
     return list(self._manager.all_steps())
 
   def path(self, step: int) -> str:

@@ -44,16 +44,19 @@ class RunConfig:
     async_checkpoints: write checkpoints in the background (orbax async).
     progress_bar: show tqdm bars for train (known total), evaluate, predict.
     steps_per_loop: train steps per host dispatch (a `lax.scan` over stacked
-      batches); logs and step-based checkpoints still land on their steps,
-      hooks run once per loop.
+      batches); logs and step-based checkpoints still land on their steps
+      (steps just before one run singly, so make those cadences multiples of
+      it), hooks run once per loop.
     gradient_accumulation_steps: micro-batches per step; their gradients are
-      averaged into one update (the batch must divide by it).
+      averaged into one update (the batch must divide by it): the update of
+      the whole batch for a mean loss; batch statistics update per micro-batch.
     partition_rules: how the train state is split over the mesh: None (data
       parallel, replicated), 'fsdp', or a list of (regex on the parameter
       path, PartitionSpec); see `jestimator.distribute.partitioning`.
     runner: 'jit' (GSPMD: jit with shardings) or 'shard_map' (the per-device
       step with explicit gradient pmean and metric merge; data parallel only;
-      batch statistics and dropout masks are then per device).
+      assumes a mean loss; batch statistics and dropout masks are then per
+      device, so only deterministic models match 'jit' exactly).
     precision: 'float32', 'mixed_bfloat16' (float32 parameters, bfloat16
       compute, float32 loss/metrics/predictions) or a `training.precision.Policy`.
   """

@@ -36,7 +36,20 @@ from jestimator.spec import ModeKeys
 from jestimator.train_loop import MAX_INFLIGHT_STEPS, run_train_loop
 from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
+from jestimator.tree_paths import path_name
 from jestimator.training.transform import ModelFnModule, model_fn_args
+
+def _no_hooks(hooks, method: str) -> None:
+  if hooks:
+    raise ValueError(f'{method}: hooks run in train only in this version; got {list(hooks)}.')
+
+
+def _largest_over_processes(n: int) -> int:
+  """The largest `n` over all processes (eval/predict pad every process to it)."""
+  if jax.process_count() == 1:
+    return n
+  return int(np.max(multihost_utils.process_allgather(np.int32(n))))
+
 
 def _all_processes(flag: bool) -> bool:
   """`flag` and-ed over all processes (one tiny all-gather when there are several)."""
@@ -77,6 +90,9 @@ class Estimator:
                        f'{config.model_dir!r}.')
     model_dir = model_dir or config.model_dir
     if model_dir is None:
+      if jax.process_count() > 1:
+        raise ValueError('With several processes, give a model_dir that every process shares '
+                         '(checkpoints are written collectively).')
       model_dir = tempfile.mkdtemp(prefix='jestimator_')
       logger.warning('Using temporary folder as model directory: %s', model_dir)
     self._config = config.replace(model_dir=os.fspath(model_dir))
@@ -134,7 +150,11 @@ class Estimator:
 
   def get_variable_names(self) -> list[str]:
     """Names of the saved variables ('params/Dense_0/kernel', ..., 'global_step')."""
-    return sorted(self._saved_variables()) + ['global_step']
+    step = self._checkpoints().latest_step()
+    if step is None:
+      raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
+    flat = jax.tree_util.tree_flatten_with_path(self._checkpoints().abstract_variables(step))[0]
+    return sorted(path_name(p) for p, _ in flat) + ['global_step']
 
   def get_variable_value(self, name: str) -> np.ndarray:
     """The value of one saved variable, as numpy."""
@@ -150,7 +170,7 @@ class Estimator:
     if step is None:
       raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
     flat = jax.tree_util.tree_flatten_with_path(self._checkpoints().variables_as_numpy(step))[0]
-    return {'/'.join(str(k.key) for k in path): value for path, value in flat}
+    return {path_name(path): value for path, value in flat}
 
   # -- input ------------------------------------------------------------------
 
@@ -217,7 +237,6 @@ class Estimator:
       except StopIteration:
         logger.info('The input saved at step %d is exhausted; calling input_fn anew.', start)
         pipeline = self._pipeline(input_fn, ModeKeys.TRAIN)
-        meta['input_position'] = 0
         features, labels = self._first(pipeline, ModeKeys.TRAIN)
       signature = Signature.from_json(meta['signature'])
       signature.check(features, labels)
@@ -253,8 +272,13 @@ class Estimator:
     """
     store = self._checkpoints()
     if checkpoint_path is not None:
-      store = CheckpointStore(os.path.dirname(os.path.abspath(checkpoint_path)), None, False)
-      step = int(os.path.basename(os.path.normpath(checkpoint_path)))
+      directory, name = os.path.split(os.path.normpath(os.path.abspath(checkpoint_path)))
+      if not name.isdigit() or not os.path.isdir(checkpoint_path):
+        raise ValueError(f'checkpoint_path {checkpoint_path!r} is not a checkpoint: expected '
+                         "'<model_dir>/<step>', as latest_checkpoint() returns.")
+      store = (self._checkpoints() if directory == self._checkpoints().directory
+               else CheckpointStore(directory, None, False))
+      step = int(name)
     else:
       step = store.latest_step()
     if step is not None:
@@ -315,12 +339,12 @@ class Estimator:
                hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
                name: str | None = None) -> dict[str, Any]:
     """Metrics over the input (every example exactly once), plus `loss` and `global_step`."""
-    del hooks
+    _no_hooks(hooks, 'evaluate')
     if steps is not None and steps <= 0:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
     pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
     first = self._first(pipeline, ModeKeys.EVAL)
-    size = self._runner.feed.padded_size(batch_size_of(first[0]))
+    size = self._runner.feed.padded_size(_largest_over_processes(batch_size_of(first[0])))
     variables, rng, global_step, (g_features, g_labels) = self._variables(
         ModeKeys.EVAL, checkpoint_path, pad_batch(first, size)[0])
     mask = self._runner.feed(np.ones(size, np.float32))
@@ -352,12 +376,12 @@ class Estimator:
     With several processes, each process yields the predictions of its own
     input (its input_fn's examples), in its input order.
     """
-    del hooks
+    _no_hooks(hooks, 'predict')
     if isinstance(predict_keys, str):
       predict_keys = [predict_keys]
     pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
     first = self._first(pipeline, ModeKeys.PREDICT)
-    size = self._runner.feed.padded_size(batch_size_of(first[0]))
+    size = self._runner.feed.padded_size(_largest_over_processes(batch_size_of(first[0])))
     variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
                                            pad_batch(first, size)[0])
     predict_step = self._runner.predict_step(variables)

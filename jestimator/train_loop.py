@@ -39,17 +39,20 @@ class NanLossDuringTrainingError(RuntimeError):
 
 def _secs_due_fn(config: RunConfig):
   """Whether a time-based save is due. Saving is collective, so with many
-  processes process 0's clock decides, read every `_AGREE_EVERY` steps (one
-  tiny broadcast) instead of every step."""
+  processes process 0's clock decides, read once `_AGREE_EVERY` steps have
+  passed (one tiny broadcast) instead of every step."""
   secs = config.save_checkpoints_secs
   if secs is None:
     return lambda step, saved_time: False
   if jax.process_count() == 1:
     return lambda step, saved_time: time.monotonic() - saved_time >= secs
 
+  agreed = [0]
+
   def due(step, saved_time):
-    if step % _AGREE_EVERY:
+    if step - agreed[0] < _AGREE_EVERY:
       return False
+    agreed[0] = step
     return bool(multihost_utils.broadcast_one_to_all(
         np.bool_(time.monotonic() - saved_time >= secs)))
 
@@ -71,8 +74,10 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
                    hooks: list[Hook]) -> None:
   """Runs train steps from global step `start` until `last`, a hook's stop, or input end.
 
-  `batch` is the first host batch. Each dispatch runs `_chunk` steps (one, or
-  a scan over stacked batches with `steps_per_loop`); the state is donated
+  `batch` is the first host batch. Each dispatch runs one step or, with
+  `steps_per_loop=K`, K steps as a scan over stacked batches (steps left
+  before a log/save/last step run one by one, so there are only two
+  executables); the state is donated
   from dispatch to dispatch. Saves on the config's cadence and once at the
   end; on any error, waits for pending saves so the last good checkpoint is
   complete, then re-raises.
@@ -119,22 +124,29 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
                      config.progress_bar)
   try:
     while last is None or step < last:
-      if config.steps_per_loop == 1:
+      n = _chunk(step, config, last)
+      if config.steps_per_loop == 1 or n < config.steps_per_loop:  # one step (K=1, or cut)
         n = 1
         state, nan_step, loss, metrics = single(state, nan_step, metrics, reset,
                                                 *runner.feed(batch))
       else:
         batches = [batch]
-        while len(batches) < _chunk(step, config, last):
+        while len(batches) < n:
           try:
             batches.append(next_batch())
           except StopIteration:
             ended = True
             break
-        n = len(batches)
         stacked = stacked or runner.train_step(optimizer, state_shardings, stacked=True)
-        state, nan_step, loss, metrics = stacked(state, nan_step, metrics, reset,
-                                                 *runner.feed.stacked(batches))
+        if len(batches) == n:
+          state, nan_step, loss, metrics = stacked(state, nan_step, metrics, reset,
+                                                   *runner.feed.stacked(batches))
+        else:  # the input ended inside the loop: the batches it had, one by one
+          for b in batches:
+            state, nan_step, loss, metrics = single(state, nan_step, metrics, reset,
+                                                    *runner.feed(b))
+            reset = runner.false
+        n = len(batches)
       reset = runner.false
       step += n
       inflight.append(loss)

@@ -79,6 +79,30 @@ def test_evaluate_loss_is_mean_of_per_batch_losses(model_dir):
   np.testing.assert_allclose(results['loss'], np.mean(batch_losses), rtol=1e-6)
 
 
+def test_masked_mean_makes_a_hand_written_eval_loss_exact(model_dir):
+  def model_fn(features, labels, mode):
+    w = nn.Dense(1, use_bias=False, kernel_init=nn.initializers.ones)(features['x'])[:, 0]
+    return je.EstimatorSpec(mode, loss=je.masked_mean((w - labels) ** 2), predictions=w,
+                            optimizer=optax.sgd(0.0))
+
+  x = np.arange(20, dtype=np.float32).reshape(20, 1)
+  results = je.Estimator(model_fn, model_dir).evaluate(
+      je.inputs.numpy_input_fn({'x': x}, np.zeros(20, np.float32), batch_size=8, shuffle=False))
+  np.testing.assert_allclose(results['loss'],
+                             np.mean([np.mean(x[i:i + 8, 0] ** 2) for i in (0, 8, 16)]),
+                             rtol=1e-6)
+
+
+def test_bad_checkpoint_path_and_hooks_are_refused(trained):
+  est, x, y = trained
+  fn = je.inputs.numpy_input_fn({'x': x[:64], 'id': np.arange(64)}, y[:64], batch_size=64,
+                                shuffle=False)
+  with pytest.raises(ValueError, match="expected '<model_dir>/<step>'"):
+    est.evaluate(fn, checkpoint_path=est.model_dir + '/model.ckpt-30')
+  with pytest.raises(ValueError, match='hooks run in train only'):
+    est.evaluate(fn, hooks=[je.hooks.Hook()])
+
+
 def test_evaluate_steps_limits_batches(trained):
   est, x, y = trained
   results = est.evaluate(je.inputs.numpy_input_fn({'x': x, 'id': np.arange(1000)}, y,

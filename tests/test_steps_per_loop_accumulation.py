@@ -29,16 +29,16 @@ def test_steps_per_loop_8_equals_1_and_lands_checkpoints_on_their_steps(tmp_path
   params = {'dropout': 0.2, 'batch_norm': True}
   out = {}
   for k in (1, 8):
-    config = je.RunConfig(steps_per_loop=k, save_checkpoints_steps=5, keep_checkpoint_max=None,
-                          log_step_count_steps=7)
+    config = je.RunConfig(steps_per_loop=k, save_checkpoints_steps=8, keep_checkpoint_max=None,
+                          log_step_count_steps=16)
     est = je.Estimator(mlp_model_fn, str(tmp_path / str(k)), config, params)
     est.train(_input(x, y), max_steps=21)
     out[k] = est
   _assert_close(params_of(out[1]), params_of(out[8]))
-  assert out[8]._checkpoints().all_steps() == [5, 10, 15, 20, 21]
-  # 21 steps with K=8, cut at log (7) and save (5) steps: few distinct loop lengths
-  (stacked,) = [fn for key, fn in out[8]._runner._train.items() if key[1]]
-  assert stacked._cache_size() <= 5
+  assert out[8]._checkpoints().all_steps() == [8, 16, 21]
+  # loops of 8 up to step 16, then steps 17-21 singly (cut at the last step): two executables
+  executables = {key[1]: fn._cache_size() for key, fn in out[8]._runner._train.items()}
+  assert executables == {False: 1, True: 1}
 
 
 def test_steps_per_loop_resumes_exactly(tmp_path):

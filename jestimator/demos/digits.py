@@ -28,7 +28,7 @@ def model_fn(features, labels, mode, params):
   predictions = {'class_ids': jnp.argmax(logits, -1), 'probabilities': nn.softmax(logits)}
   if mode == je.ModeKeys.PREDICT:
     return je.EstimatorSpec(mode, predictions=predictions)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  loss = je.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
   metrics = {'accuracy': je.metrics.Accuracy.from_model_output(labels, predictions['class_ids'])}
   return je.EstimatorSpec(mode, predictions=predictions, loss=loss, eval_metrics=metrics,
                           optimizer=optax.adam(params['learning_rate']))

@@ -39,5 +39,5 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def is_chief() -> bool:
-  """Process 0: the one that logs, shows progress and writes summaries."""
+  """Process 0: the one that logs and shows progress."""
   return jax.process_index() == 0

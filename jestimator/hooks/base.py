@@ -12,7 +12,11 @@ from typing import Any
 
 
 class RunContext:
-  """What a hook sees: `step`, `state` (device pytree), and `request_stop()`."""
+  """What a hook sees: `step`, `state` (device pytree), and `request_stop()`.
+
+  `state` is donated to the next step: read it inside the hook call (e.g.
+  `jax.device_get`), never keep a reference to it for later.
+  """
 
   def __init__(self, estimator: Any, step: int, state: Any = None):
     self.estimator = estimator

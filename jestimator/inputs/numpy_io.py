@@ -33,6 +33,9 @@ def numpy_input_fn(x: Any, y: Any = None, batch_size: int = 128, num_epochs: int
     queue_capacity: the shuffle buffer size.
     num_threads: parallelism of the host pipeline.
     seed: shuffle seed; default the RunConfig seed, so runs are reproducible.
+
+  With several processes each reads every num_input_pipelines-th example
+  (`Dataset.shard`), and `batch_size` is per process.
   """
   if not isinstance(shuffle, bool):
     raise ValueError(f'numpy_input_fn: shuffle must be given explicitly as a bool, got {shuffle!r}.')
@@ -43,9 +46,11 @@ def numpy_input_fn(x: Any, y: Any = None, batch_size: int = 128, num_epochs: int
     raise ValueError(f'numpy_input_fn: x has {n} examples but y has {_length(y, "y")}.')
   x = dict(x) if isinstance(x, dict) else x
 
-  def input_fn(config=None):
+  def input_fn(config=None, input_context=None):
     data = (x, y) if y is not None else x
     ds = tf.data.Dataset.from_tensor_slices(data)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if shuffle:
       s = seed if seed is not None else getattr(config, 'seed', None)
       ds = ds.shuffle(queue_capacity, seed=s, reshuffle_each_iteration=True)

@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 
 import jax
+import jax.numpy as jnp
 
 _MASK: contextvars.ContextVar = contextvars.ContextVar('jestimator_example_mask', default=None)
 
@@ -33,3 +34,20 @@ def mask_scope(mask: jax.Array | None):
     yield
   finally:
     _MASK.reset(token)
+
+
+def masked_mean(values: jax.Array) -> jax.Array:
+  """Mean of per-example `values` `[batch, ...]` over real examples only.
+
+  Use it for a hand-written loss (`je.masked_mean(per_example_loss)`): in
+  training it is the plain mean; on a padded evaluation batch it leaves the
+  padding out, so evaluate's `loss` equals tf.estimator's on the last batch.
+  """
+  values = jnp.asarray(values)
+  mask = example_mask()
+  if mask is None:
+    return jnp.mean(values)
+  weights = jnp.broadcast_to(jnp.reshape(mask, mask.shape + (1,) * (values.ndim - 1)),
+                             values.shape).astype(jnp.float32)
+  total = jnp.sum(jnp.where(weights > 0, values, 0).astype(jnp.float32) * weights)
+  return total / jnp.maximum(jnp.sum(weights), 1.0)

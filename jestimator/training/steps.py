@@ -112,6 +112,9 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
   collective (under check_vma, the transpose of their implicit broadcast
   already sums over devices; a second pmean would give N times the gradient);
   metric states are all-gathered and merged, mutable collections averaged.
+  This assumes the loss is a mean over examples (a SUM-reduced loss would
+  need psum), and draws dropout masks and batch statistics per device, so
+  only deterministic, mean-loss models match the jit runner bit for bit.
   """
 
   def grads(params, model_state, features, labels, rngs):
@@ -150,6 +153,8 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
 
   def train_step(state: TrainState, nan_step, metrics, reset, features, labels):
     rngs = step_rngs(state.rng, state.step, streams)
+    if axis is not None:  # each device draws its own dropout masks
+      rngs = {n: jax.random.fold_in(r, jax.lax.axis_index(axis[0])) for n, r in rngs.items()}
     loss, model_state, new_metrics, g = compute(state.params, state.model_state, features,
                                                 labels, rngs)
     param_updates, opt_state = optimizer.update(g, state.opt_state, state.params)
