@@ -317,8 +317,8 @@ class Estimator:
     signature = Signature.of(*first)
     batch, count, exhausted = first, 0, False
     while True:
-      if exhausted:
-        n, mask = 0, np.zeros_like(mask)
+      if exhausted:  # keep feeding the last padded batch, fully masked
+        n, mask = 0, np.zeros(size, np.float32)
       else:
         signature.check(*batch)
         n = batch_size_of(batch[0])

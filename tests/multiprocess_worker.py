@@ -48,7 +48,7 @@ x, y = make_data(512)
 
 def input_fn(input_context, mode):
   """Each process reads its own slice of every global batch."""
-  n, p = input_context.num_input_pipelines, input_context.input_pipeline_id
+  p = input_context.input_pipeline_id
   local = input_context.get_per_process_batch_size(GLOBAL_BATCH)
   ids = np.arange(len(x))
   ds = tf.data.Dataset.from_tensor_slices(({'x': x, 'id': ids}, y))

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), 'multiprocess_worker.py')
 TIMEOUT = 240

@@ -1,6 +1,5 @@
 """mixed_bfloat16: bfloat16 compute, float32 master parameters and outputs, close to float32."""
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
