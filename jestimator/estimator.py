@@ -23,8 +23,9 @@ from jax.sharding import PartitionSpec as P
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
+from jestimator.distribute.multiprocess import all_processes, largest_over_processes
 from jestimator.feature_column.transform import FeatureTransform
-from jestimator.hooks.base import Hook
+from jestimator.hooks.base import Hook, reject_hooks
 from jestimator.inputs.input_context import InputContext
 from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
 from jestimator.inputs.input_fn import call_input_fn
@@ -38,25 +39,6 @@ from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.tree_paths import path_name
 from jestimator.training.transform import ModelFnModule, model_fn_args
-
-def _no_hooks(hooks, method: str) -> None:
-  if hooks:
-    raise ValueError(f'{method}: hooks run in train only in this version; got {list(hooks)}.')
-
-
-def _largest_over_processes(n: int) -> int:
-  """The largest `n` over all processes (eval/predict pad every process to it)."""
-  if jax.process_count() == 1:
-    return n
-  return int(np.max(multihost_utils.process_allgather(np.int32(n))))
-
-
-def _all_processes(flag: bool) -> bool:
-  """`flag` and-ed over all processes (one tiny all-gather when there are several)."""
-  if jax.process_count() == 1:
-    return flag
-  return bool(np.all(multihost_utils.process_allgather(np.bool_(flag))))
-
 
 class Estimator:
   """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
@@ -332,19 +314,19 @@ class Estimator:
           batch = next(pipeline)
         except StopIteration:
           exhausted = True
-      if _all_processes(exhausted):
+      if all_processes(exhausted):
         return
 
   def evaluate(self, input_fn: Callable, steps: int | None = None,
                hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
                name: str | None = None) -> dict[str, Any]:
     """Metrics over the input (every example exactly once), plus `loss` and `global_step`."""
-    _no_hooks(hooks, 'evaluate')
+    reject_hooks(hooks, 'evaluate')
     if steps is not None and steps <= 0:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
     pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
     first = self._first(pipeline, ModeKeys.EVAL)
-    size = self._runner.feed.padded_size(_largest_over_processes(batch_size_of(first[0])))
+    size = self._runner.feed.padded_size(largest_over_processes(batch_size_of(first[0])))
     variables, rng, global_step, (g_features, g_labels) = self._variables(
         ModeKeys.EVAL, checkpoint_path, pad_batch(first, size)[0])
     mask = self._runner.feed(np.ones(size, np.float32))
@@ -376,12 +358,12 @@ class Estimator:
     With several processes, each process yields the predictions of its own
     input (its input_fn's examples), in its input order.
     """
-    _no_hooks(hooks, 'predict')
+    reject_hooks(hooks, 'predict')
     if isinstance(predict_keys, str):
       predict_keys = [predict_keys]
     pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
     first = self._first(pipeline, ModeKeys.PREDICT)
-    size = self._runner.feed.padded_size(_largest_over_processes(batch_size_of(first[0])))
+    size = self._runner.feed.padded_size(largest_over_processes(batch_size_of(first[0])))
     variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
                                            pad_batch(first, size)[0])
     predict_step = self._runner.predict_step(variables)

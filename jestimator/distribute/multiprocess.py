@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -41,3 +43,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_chief() -> bool:
   """Process 0: the one that logs and shows progress."""
   return jax.process_index() == 0
+
+
+def largest_over_processes(n: int) -> int:
+  """The largest `n` over all processes (eval/predict pad every process to it)."""
+  if jax.process_count() == 1:
+    return n
+  return int(np.max(multihost_utils.process_allgather(np.int32(n))))
+
+
+def all_processes(flag: bool) -> bool:
+  """`flag` and-ed over all processes (one tiny all-gather when there are several)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.bool_(flag))))

@@ -57,3 +57,9 @@ class StopAtStepHook(Hook):
   def after_step(self, run_context: RunContext) -> None:
     if run_context.step >= self._last_step:
       run_context.request_stop()
+
+
+def reject_hooks(hooks, method: str) -> None:
+  """evaluate/predict take `hooks` for tf.estimator's signature but run none yet: say so."""
+  if hooks:
+    raise ValueError(f'{method}: hooks run in train only in this version; got {list(hooks)}.')
