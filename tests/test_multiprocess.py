@@ -68,3 +68,12 @@ def test_a_dead_process_makes_the_other_fail_not_hang(tmp_path):
                      timeout=150)
   assert codes[1] == 3
   assert codes[0] not in (0, None), logs[0][-2000:]
+
+
+def test_unreachable_coordinator_is_a_clear_error_within_the_timeout():
+  script = ('import jestimator as je\n'
+            f"je.distribute.initialize('127.0.0.1:{_free_port()}', 2, 1, timeout_s=3)\n")
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode != 0
+  assert 'process 1 of 2 could not join the coordinator' in proc.stderr

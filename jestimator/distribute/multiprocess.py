@@ -10,6 +10,8 @@ bounded timeouts, and an error that says which coordinator was unreachable.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Sequence
 
 import jax
@@ -30,6 +32,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     heartbeat_timeout_s: how soon a dead process makes the others fail.
   """
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if coordinator_address and process_id:  # process 0 starts the service; others wait for it
+    _wait_for_coordinator(coordinator_address, timeout_s, process_id, num_processes)
   try:
     jax.distributed.initialize(coordinator_address, num_processes, process_id, local_device_ids,
                                initialization_timeout=timeout_s,
@@ -38,6 +42,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     raise RuntimeError(
         f'jestimator.distribute.initialize: process {process_id} of {num_processes} could not '
         f'join the coordinator at {coordinator_address!r} within {timeout_s} s: {e}') from e
+
+
+def _wait_for_coordinator(address: str, timeout_s: float, process_id, num_processes) -> None:
+  """Polls the coordinator's TCP port: the runtime aborts the process (no exception)
+  when it cannot register, so an unreachable coordinator is reported here instead."""
+  host, port = address.rsplit(':', 1)
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      socket.create_connection((host, int(port)), timeout=1).close()
+      return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise RuntimeError(
+            f'jestimator.distribute.initialize: process {process_id} of {num_processes} could '
+            f'not join the coordinator at {address!r} within {timeout_s} s: {e}') from None
+      time.sleep(0.2)
 
 
 def is_chief() -> bool:
