@@ -23,12 +23,9 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 
-import optax
 
-import jestimator as je
-from train_throughput import MLP, _Timer, make_input_fn
+from train_throughput import make_input_fn, with_estimator
 
 
 def in_memory_input_fn(batch: int, steps: int):
@@ -40,16 +37,8 @@ def in_memory_input_fn(batch: int, steps: int):
 
 
 def steps_per_second(hidden, batch, steps, input_fn=None, **config) -> float:
-  def model_fn(features, labels, mode):
-    logits = MLP(hidden, name='mlp')(features['x'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return je.EstimatorSpec(mode, loss=loss, predictions=logits, optimizer=optax.adam(1e-3))
-
-  timer = _Timer(steps)
-  with tempfile.TemporaryDirectory() as model_dir:
-    est = je.Estimator(model_fn, model_dir, je.RunConfig(seed=0, progress_bar=False, **config))
-    est.train(input_fn or make_input_fn(batch), max_steps=steps, hooks=[timer])
-  return timer.rate
+  return with_estimator(input_fn or make_input_fn(batch), hidden, steps, progress_bar=False,
+                        **config)
 
 
 WORKLOADS = (('MLP 64-256-256-10, batch 256', (256, 256), 256, False),

@@ -108,7 +108,8 @@ class _Timer(je.hooks.Hook):
     return (self.steps - self.s0) / (self.t1 - self.t0)
 
 
-def with_estimator(input_fn, hidden, steps: int) -> float:
+def with_estimator(input_fn, hidden, steps: int, **config) -> float:
+  """Steady steps/s of `Estimator.train` on the MLP (RunConfig defaults unless overridden)."""
   def model_fn(features, labels, mode):
     logits = MLP(hidden, name='mlp')(features['x'])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -116,7 +117,7 @@ def with_estimator(input_fn, hidden, steps: int) -> float:
 
   timer = _Timer(steps)
   with tempfile.TemporaryDirectory() as model_dir:
-    est = je.Estimator(model_fn, model_dir, je.RunConfig(seed=0))
+    est = je.Estimator(model_fn, model_dir, je.RunConfig(seed=0, **config))
     est.train(input_fn, max_steps=steps, hooks=[timer])
   return timer.rate
 

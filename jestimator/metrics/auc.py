@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jestimator.metrics.base import Metric, batch_weights
+from jestimator.metrics.base import SumMetric, batch_weights
 from jestimator.metrics.shapes import align, divide_no_nan
 
 CURVES = ('ROC', 'PR')
 
 
 @struct.dataclass
-class AUC(Metric):
+class AUC(SumMetric):
   """Area under the ROC (`curve='ROC'`) or precision-recall (`curve='PR'`) curve.
 
   `from_model_output(labels, predictions, weights=None, num_thresholds=200,
@@ -67,10 +67,7 @@ class AUC(Metric):
   def merge(self, other: 'AUC') -> 'AUC':
     if other.curve != self.curve:
       raise ValueError(f'AUC: cannot merge a {self.curve} state with a {other.curve} state.')
-    return self.replace(true_positives=self.true_positives + other.true_positives,
-                        false_positives=self.false_positives + other.false_positives,
-                        true_negatives=self.true_negatives + other.true_negatives,
-                        false_negatives=self.false_negatives + other.false_negatives)
+    return super().merge(other)
 
   def compute(self) -> jax.Array:
     if self.curve == 'PR':

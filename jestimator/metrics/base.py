@@ -63,3 +63,15 @@ class Metric:
 
   def compute(self) -> jax.Array:
     raise NotImplementedError(f'{type(self).__name__}.compute')
+
+
+@struct.dataclass
+class SumMetric(Metric):
+  """A metric whose statistics add up (counts, weighted sums): `merge` is a leafwise sum.
+
+  Subclasses declare their array fields and `from_model_output`/`compute`;
+  static fields (thresholds, curve) must agree, or the tree structures differ.
+  """
+
+  def merge(self, other: 'SumMetric') -> 'SumMetric':
+    return jax.tree.map(jnp.add, self, other)

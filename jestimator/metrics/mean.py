@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jestimator.metrics.base import Metric, batch_weights
+from jestimator.metrics.base import SumMetric, batch_weights
 
 
 @struct.dataclass
-class Mean(Metric):
+class Mean(SumMetric):
   """sum(w * v) / sum(w) over every element seen; 0 when nothing was seen."""
 
   total: jax.Array
@@ -26,9 +26,6 @@ class Mean(Metric):
     values = jnp.asarray(values, jnp.float32)
     w = batch_weights(values, weights)
     return cls(total=jnp.sum(values * w), count=jnp.sum(w))
-
-  def merge(self, other: 'Mean') -> 'Mean':
-    return type(self)(total=self.total + other.total, count=self.count + other.count)
 
   def compute(self) -> jax.Array:
     return jnp.where(self.count > 0, self.total / jnp.where(self.count > 0, self.count, 1.0), 0.0)

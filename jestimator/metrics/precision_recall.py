@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jestimator.metrics.base import Metric, batch_weights
+from jestimator.metrics.base import SumMetric, batch_weights
 from jestimator.metrics.shapes import align, divide_no_nan
 
 
@@ -33,7 +33,7 @@ def confusion_counts(labels: jax.Array, predictions: jax.Array, weights: jax.Arr
 
 
 @struct.dataclass
-class Precision(Metric):
+class Precision(SumMetric):
   """true_positives / (true_positives + false_positives); 0 when nothing was predicted.
 
   `from_model_output(labels, predictions, weights=None, threshold=0.5)`:
@@ -54,16 +54,12 @@ class Precision(Metric):
     c = confusion_counts(labels, predictions, weights, threshold, cls.__name__)
     return cls(true_positives=c['true_positives'], false_positives=c['false_positives'])
 
-  def merge(self, other: 'Precision') -> 'Precision':
-    return type(self)(true_positives=self.true_positives + other.true_positives,
-                      false_positives=self.false_positives + other.false_positives)
-
   def compute(self) -> jax.Array:
     return divide_no_nan(self.true_positives, self.true_positives + self.false_positives)
 
 
 @struct.dataclass
-class Recall(Metric):
+class Recall(SumMetric):
   """true_positives / (true_positives + false_negatives); 0 when there was no positive.
 
   `from_model_output(labels, predictions, weights=None, threshold=0.5)`, as Precision.
@@ -82,10 +78,6 @@ class Recall(Metric):
                         weights: jax.Array | None = None, threshold: float = 0.5) -> 'Recall':
     c = confusion_counts(labels, predictions, weights, threshold, cls.__name__)
     return cls(true_positives=c['true_positives'], false_negatives=c['false_negatives'])
-
-  def merge(self, other: 'Recall') -> 'Recall':
-    return type(self)(true_positives=self.true_positives + other.true_positives,
-                      false_negatives=self.false_negatives + other.false_negatives)
 
   def compute(self) -> jax.Array:
     return divide_no_nan(self.true_positives, self.true_positives + self.false_negatives)
