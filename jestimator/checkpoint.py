@@ -3,13 +3,15 @@
   model     the Flax variables (`params` and mutable collections); all that
             evaluate/predict restore, so one set of variables serves all modes
   train     step, optimizer state, RNG key
-  input     the input pipeline position (tf.data iterator state per process)
+  input     the input position per process: fingerprint, batch count, and
+            the tf.data iterator state or grain state (`inputs/pipeline.py`)
   metadata  JSON: global step, input signature, batches consumed, versions
 
 orbax writes each step into a temporary directory and renames it when every
 item is complete, so a crash mid-save never leaves a step that fails to load;
 `latest_step()` only sees finished steps. Saves are asynchronous; the
-iterator state is captured synchronously before `save` returns. No pickle.
+input position is captured by the caller and written in the background. No
+pickle.
 """
 
 from __future__ import annotations
@@ -22,31 +24,45 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jestimator.inputs.pipeline import write_position
 from jestimator.training.train_state import TrainState
 
 
-class _InputHandler(ocp.CheckpointHandler):
-  """Saves/restores an `InputPipeline` position in `<item dir>/process_<i>`."""
+class _InputHandler(ocp.AsyncCheckpointHandler):
+  """Writes a captured input position into `<item dir>/process_<i>`, in the background.
+
+  The position is captured by `InputPipeline.capture` before `save` is
+  called (the iterator must not move meanwhile); serialising and writing it
+  (a user's shuffle buffer can be tens of MB) runs on orbax's commit thread.
+  """
+
+  async def async_save(self, directory, args: '_InputSave'):
+    captured = args.captured
+
+    async def write():
+      write_position(os.fspath(directory / f'process_{jax.process_index()}'), captured)
+
+    return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name='input_save')]
 
   def save(self, directory, args: '_InputSave') -> None:
-    args.pipeline.save(os.fspath(directory / f'process_{jax.process_index()}'))
+    write_position(os.fspath(directory / f'process_{jax.process_index()}'), args.captured)
 
-  def restore(self, directory, args: '_InputRestore') -> None:
+  def restore(self, directory, args: '_InputRestore') -> bool:
     path = directory / f'process_{jax.process_index()}'
-    args.pipeline.restore(os.fspath(path) if path.exists() else None, args.position)
+    return args.pipeline.restore(os.fspath(path), args.step)
 
 
 @ocp.args.register_with_handler(_InputHandler, for_save=True)
 @dataclasses.dataclass
 class _InputSave(ocp.args.CheckpointArgs):
-  pipeline: Any
+  captured: dict
 
 
 @ocp.args.register_with_handler(_InputHandler, for_restore=True)
 @dataclasses.dataclass
 class _InputRestore(ocp.args.CheckpointArgs):
   pipeline: Any
-  position: int
+  step: int
 
 
 class CheckpointStore:
@@ -72,13 +88,14 @@ class CheckpointStore:
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def save(self, step: int, state: TrainState, pipeline, metadata: dict) -> None:
-    """Starts saving `state` at `step`; returns once the input position is written."""
+  def save(self, step: int, state: TrainState, input_position: dict, metadata: dict) -> None:
+    """Starts saving `state` and a captured input position at `step` (written in the
+    background)."""
     args = ocp.args.Composite(
         model=ocp.args.StandardSave(state.variables),
         train=ocp.args.StandardSave(
             {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}),
-        input=_InputSave(pipeline),
+        input=_InputSave(input_position),
         metadata=ocp.args.JsonSave(metadata))
     self._manager.save(step, args=args, force=True)
 
@@ -101,8 +118,10 @@ class CheckpointStore:
     return self._manager.restore(step, args=ocp.args.Composite(
         model=ocp.args.StandardRestore(abstract_variables))).model
 
-  def restore_input(self, step: int, pipeline, position: int) -> None:
-    self._manager.restore(step, args=ocp.args.Composite(input=_InputRestore(pipeline, position)))
+  def restore_input(self, step: int, pipeline) -> bool:
+    """Moves `pipeline` to the position saved at `step` if it is the same input."""
+    return self._manager.restore(
+        step, args=ocp.args.Composite(input=_InputRestore(pipeline, step))).input
 
   def abstract_variables(self, step: int, sharding=None) -> Any:
     """Shapes and dtypes of the saved variables (from checkpoint metadata), on `sharding`."""

@@ -57,6 +57,8 @@ class RunConfig:
       step with explicit gradient pmean and metric merge; data parallel only;
       assumes a mean loss; batch statistics and dropout masks are then per
       device, so only deterministic models match 'jit' exactly).
+    prefetch_batches: dispatches' inputs the background feeder keeps ready
+      (pulled, converted, checked and placed on the mesh ahead of the loop).
     precision: 'float32', 'mixed_bfloat16' (float32 parameters, bfloat16
       compute, float32 loss/metrics/predictions) or a `training.precision.Policy`.
   """
@@ -78,6 +80,7 @@ class RunConfig:
   partition_rules: Sequence[tuple[str, PartitionSpec]] | str | None = None
   runner: str = 'jit'
   precision: Any = 'float32'
+  prefetch_batches: int = 2
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs
@@ -88,7 +91,7 @@ class RunConfig:
     if secs is _UNSET:
       secs = None if self.save_checkpoints_steps is not None else _DEFAULT_SECS
       object.__setattr__(self, 'save_checkpoints_secs', secs)
-    for name in ('steps_per_loop', 'gradient_accumulation_steps'):
+    for name in ('steps_per_loop', 'gradient_accumulation_steps', 'prefetch_batches'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f'RunConfig: {name} must be an int >= 1, got {getattr(self, name)!r}.')
     for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps'):

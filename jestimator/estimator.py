@@ -9,28 +9,29 @@ from __future__ import annotations
 
 import collections
 import copy
-import functools
+import dataclasses
 import os
 import tempfile
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
-from jestimator.distribute.multiprocess import all_processes, largest_over_processes
+from jestimator.distribute.multiprocess import largest_over_processes
 from jestimator.feature_column.transform import FeatureTransform
 from jestimator.hooks.base import Hook, reject_hooks
 from jestimator.inputs.input_context import InputContext
-from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
+from jestimator.inputs.host_transform import HostTransform
+from jestimator.inputs.inference_feed import padded_batches
 from jestimator.inputs.input_fn import call_input_fn
 from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
+from jestimator.inputs.sources import apply_transforms, normalize
 from jestimator.inputs.signature import Signature
 from jestimator.reporting import logger, progress_bar
 from jestimator.spec import ModeKeys
@@ -39,6 +40,15 @@ from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.tree_paths import path_name
 from jestimator.training.transform import ModelFnModule, model_fn_args
+
+@dataclasses.dataclass
+class _Live:
+  """What a finished train() call leaves in memory: equal to its final checkpoint."""
+  step: int
+  state: Any
+  pipeline: InputPipeline
+  signature: Signature
+
 
 class Estimator:
   """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
@@ -92,6 +102,7 @@ class Estimator:
     self._optimizer = None
     self._train_metric_shapes = None
     self._inference_cache = None
+    self._live: _Live | None = None  # the state and input the last train() ended with
 
   # -- properties -----------------------------------------------------------
 
@@ -156,92 +167,93 @@ class Estimator:
 
   # -- input ------------------------------------------------------------------
 
-  def _pipeline(self, input_fn: Callable, mode: str) -> InputPipeline:
+  def _pipeline(self, input_fn: Callable, mode: str, stack: int = 1) -> InputPipeline:
     context = InputContext(num_input_pipelines=jax.process_count(),
                            input_pipeline_id=jax.process_index(),
                            num_replicas_in_sync=self._runner.feed.data_size)
-    source = call_input_fn(input_fn, mode=mode, params=self.params, config=self._config,
-                           input_context=context)
+    source = normalize(call_input_fn(input_fn, mode=mode, params=self.params,
+                                     config=self._config, input_context=context), mode)
     if self._transforms:
-      if isinstance(source, tf.data.Dataset):
-        source = apply_to_dataset(source, self._transforms, mode)
-      elif hasattr(source, '__iter__'):
-        source = map(functools.partial(apply_to_batch, transforms=self._transforms, mode=mode),
-                     source)
-    return InputPipeline(source, mode)
+      source = apply_transforms(source, self._transforms, mode)
+    return InputPipeline(source, mode, input_fn, stack)
 
   @staticmethod
   def _first(pipeline: InputPipeline, mode: str) -> tuple[Any, Any]:
-    try:
-      features, labels = next(pipeline)
-    except StopIteration:
+    """The first batch, still in the pipeline (peeked)."""
+    first = pipeline.peek()
+    if first is None:
       raise ValueError(f'input_fn returned an empty dataset (mode={mode!r}): no batch to '
-                       'run on.') from None
-    if labels is None and mode != ModeKeys.PREDICT:
+                       'run on.')
+    if first[1] is None and mode != ModeKeys.PREDICT:
       raise ValueError(f'labels are None in mode {mode!r}: the input_fn must return '
                        '(features, labels).')
-    return features, labels
+    return first
 
   # -- train ------------------------------------------------------------------
 
   def train(self, input_fn: Callable, hooks: Sequence[Hook] | None = None,
-            steps: int | None = None, max_steps: int | None = None) -> 'Estimator':
+            steps: int | None = None, max_steps: int | None = None,
+            resume_input: bool = True) -> 'Estimator':
     """Trains until `steps` more steps, global step `max_steps`, or the input ends.
 
-    Resumes from the newest checkpoint in model_dir, including the input
-    position, so N + N steps in two calls equal 2N steps in one.
+    Resumes from the newest checkpoint in model_dir. The input resumes too
+    when it is the same input (same fingerprint), so N + N steps in two calls
+    equal 2N steps in one; another input_fn starts at its first batch, as
+    does any input with `resume_input=False`. When this Estimator's last
+    call ended at the newest checkpoint, the state and the live input simply
+    continue (nothing is restored).
     """
     if steps is not None and max_steps is not None:
       raise ValueError('Can not provide both steps and max_steps.')
     for name, value in (('steps', steps), ('max_steps', max_steps)):
       if value is not None and value <= 0:
         raise ValueError(f'Must specify {name} > 0, given: {value}')
-    store = self._checkpoints()
-    start = store.latest_step() or 0
+    start = self._checkpoints().latest_step() or 0
     if max_steps is not None and start >= max_steps:
       logger.info('Skipping training since max_steps has already saved (global step %d).', start)
       return self
     last = start + steps if steps is not None else max_steps
-    state, pipeline, signature, batch = self._start_training(input_fn, start)
-    run_train_loop(self, self._runner, self._checkpoints(), self._config, self._optimizer,
-                   self._train_metric_shapes, state, pipeline, signature, batch, start, last,
-                   list(hooks or []))
+    live, self._live = self._live, None  # donated below; set again only on success
+    state, pipeline, signature = self._start_training(input_fn, start, resume_input, live)
+    state, step = run_train_loop(self, self._runner, self._checkpoints(), self._config,
+                                 self._optimizer, self._train_metric_shapes, state, pipeline,
+                                 signature, start, last, list(hooks or []))
+    self._live = _Live(step, state, pipeline, signature)
     return self
 
-  def _start_training(self, input_fn, start):
+  def _start_training(self, input_fn, start, resume_input, live):
     store, runner = self._checkpoints(), self._runner
-    pipeline = self._pipeline(input_fn, ModeKeys.TRAIN)
-    meta = store.metadata(start) if start else None
-    if meta is not None:
-      self._restore_input(pipeline, start, meta)
-      try:
-        features, labels = next(pipeline)
-      except StopIteration:
+    pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
+    warm = live is not None and live.step == start  # memory holds the newest checkpoint
+    if (warm and resume_input and live.pipeline.fingerprint == pipeline.fingerprint and
+        live.pipeline.stack == pipeline.stack):
+      pipeline = live.pipeline  # the same input: its live iterator continues
+    elif start and resume_input and not warm:
+      if store.restore_input(start, pipeline) and pipeline.peek() is None:
         logger.info('The input saved at step %d is exhausted; calling input_fn anew.', start)
-        pipeline = self._pipeline(input_fn, ModeKeys.TRAIN)
-        features, labels = self._first(pipeline, ModeKeys.TRAIN)
-      signature = Signature.from_json(meta['signature'])
-      signature.check(features, labels)
+        pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
+    elif start and resume_input and warm:
+      logger.info('The input differs from the one of the previous train() call: it starts '
+                  'at its own first batch.')
+    first = self._first(pipeline, ModeKeys.TRAIN)
+    if start:
+      signature = (live.signature if warm else
+                   Signature.from_json(store.metadata(start)['signature']))
+      signature.check(*first)
     else:
-      features, labels = self._first(pipeline, ModeKeys.TRAIN)
-      signature = Signature.of(features, labels)
-    batch = runner.feed((features, labels))
+      signature = Signature.of(*first)
+    if warm:
+      return live.state, pipeline, signature
+    batch = runner.feed.place(first)
     if self._optimizer is None:
       spec = runner.abstract_spec(*batch, ModeKeys.TRAIN)
       self._optimizer, self._train_metric_shapes = spec.optimizer, spec.eval_metrics
-    if meta is None:
+    if not start:
       state = runner.init_state(self._config.seed, *batch, ModeKeys.TRAIN, self._optimizer)
     else:
       abstract = runner.abstract_state(*batch, ModeKeys.TRAIN, self._optimizer)
       state = store.restore_state(start, abstract)
-    return state, pipeline, signature, (features, labels)
-
-  def _restore_input(self, pipeline, step, meta) -> None:
-    try:
-      self._checkpoints().restore_input(step, pipeline, meta['input_position'])
-    except Exception as e:  # a changed input_fn: its state no longer fits
-      logger.warning('Could not restore the input position saved at step %d (%s); the input '
-                     'starts from the beginning.', step, e)
+    return state, pipeline, signature
 
   # -- evaluate / predict -------------------------------------------------------
 
@@ -290,33 +302,6 @@ class Estimator:
       self._inference_cache = (key, (variables, signature))
     return self._inference_cache[1]
 
-  def _padded_batches(self, pipeline, first, size, steps) -> Iterator:
-    """(global features, labels, mask, n) per batch, padded to `size` examples.
-
-    Every process must run the same number of steps; one whose input ended
-    while others' go on feeds fully masked copies (n = 0) until all are done.
-    """
-    signature = Signature.of(*first)
-    batch, count, exhausted = first, 0, False
-    while True:
-      if exhausted:  # keep feeding the last padded batch, fully masked
-        n, mask = 0, np.zeros(size, np.float32)
-      else:
-        signature.check(*batch)
-        n = batch_size_of(batch[0])
-        padded, mask = pad_batch(batch, size)
-      yield (*self._runner.feed((*padded, mask)), n)
-      count += 1
-      if steps is not None and count >= steps:
-        return
-      if not exhausted:
-        try:
-          batch = next(pipeline)
-        except StopIteration:
-          exhausted = True
-      if all_processes(exhausted):
-        return
-
   def evaluate(self, input_fn: Callable, steps: int | None = None,
                hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
                name: str | None = None) -> dict[str, Any]:
@@ -336,7 +321,8 @@ class Estimator:
     total = steps if steps is not None else pipeline.num_batches
     inflight = collections.deque()
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
-      for features, labels, mask, _ in self._padded_batches(pipeline, first, size, steps):
+      for features, labels, mask, _ in padded_batches(pipeline, self._runner, size, steps,
+                                                      self._config.prefetch_batches):
         acc, done = eval_step(variables, rng, acc, features, labels, mask, first_flag)
         first_flag = self._runner.false
         inflight.append(done)
@@ -369,7 +355,8 @@ class Estimator:
     predict_step = self._runner.predict_step(variables)
     pending = collections.deque()
     with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:
-      for features, _, mask, n in self._padded_batches(pipeline, first, size, None):
+      for features, _, mask, n in padded_batches(pipeline, self._runner, size, None,
+                                                 self._config.prefetch_batches):
         pending.append((predict_step(variables, rng, features, mask), n))
         if len(pending) > 1:
           yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)

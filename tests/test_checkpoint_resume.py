@@ -1,5 +1,6 @@
 """Checkpoints: N + N steps == 2N steps (same data, same order), also after a crash."""
 
+import json
 import os
 import signal
 import subprocess
@@ -92,7 +93,11 @@ def test_checkpoint_holds_state_input_and_metadata(tmp_path):
   assert {'input', 'metadata', 'model', 'train'} <= set(os.listdir(store.path(9)))
   assert os.listdir(os.path.join(store.path(9), 'input', 'process_0'))
   meta = store.metadata(9)
-  assert meta['global_step'] == 9 and meta['input_position'] == 9
+  assert meta['global_step'] == 9
+  with open(os.path.join(store.path(9), 'input', 'process_0', 'position.json')) as f:
+    position = json.load(f)
+  assert position['batches'] == 9 and position['kind'] == 'tf.data'
+  assert position['fingerprint'].startswith('tf.data:')
   assert meta['signature']['features'] == {'x': [[32, 8], 'float32']}
   assert not any(name.endswith('.pkl') for _, _, files in os.walk(str(tmp_path))
                  for name in files)

@@ -1,120 +1,335 @@
-"""The host side of input: an input_fn's dataset as an iterator of numpy batches.
+"""The host side of input: one input_fn's batches, with a position that can be saved.
 
-`InputPipeline` wraps what an input_fn returned -- a `tf.data.Dataset` or any
-Python iterable of numpy pytrees -- and yields `(features, labels)` as numpy.
-Its position is checkpointable: a tf.data iterator through its own
-`tf.train.Checkpoint` (shuffle buffers and RNG state included), a Python
-iterable by the count of batches consumed (replayed on restore). So a resumed
-run sees exactly the batches an uninterrupted one would have.
+`InputPipeline` wraps what `sources.normalize` made of an input_fn's return
+value and hands out host (numpy) batches in *chunks*: `take(n)` gives `n`
+consecutive batches, either stacked `[n, B, ...]` (one dispatch of n steps)
+or as single batches. With `stack=K` a tf.data input stacks K batches inside
+its own graph (`dataset.batch(K)`), so the host pays one `next()` per K
+steps; a chunk that does not line up with those elements is cut from them on
+the host (views; a copy only for a stacked chunk spanning two elements).
+
+The position is saved in one of three ways (`kind`):
+
+  tf.data   the iterator's own state (`SerializeIterator`: shuffle buffers,
+            RNG state), captured on the caller's thread and written later,
+            plus the not yet consumed rest of the current stacked element
+  replay    a count of batches, skipped on restore (`Dataset.skip` for tf.data,
+            `next()` for iterables): for iterables and for tf.data pipelines
+            whose state cannot be serialized (from_generator, py_function)
+  grain     grain's own iterator state (a few bytes of JSON; `inputs/grain_io.py`),
+            set back on restore: nothing is re-read
+
+Every saved position carries the input's fingerprint; `restore` moves only an
+input with the same fingerprint.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import tensorflow as tf
 
+from jestimator.inputs import fingerprint as fp
+from jestimator.inputs import grain_io
+from jestimator.inputs.sources import check_element_spec, is_grain
+from jestimator.reporting import logger
 from jestimator.spec import ModeKeys
 
 
+_WARNED: set[str] = set()
+
+
 def _to_numpy(x):
-  return x._numpy() if hasattr(x, '_numpy') else np.asarray(x)
-
-
-def _check_element_spec(dataset) -> None:
-  """Rejects sparse/ragged components up front (they cannot become dense arrays)."""
-  for spec in tf.nest.flatten(dataset.element_spec):
-    if isinstance(spec, (tf.SparseTensorSpec, tf.RaggedTensorSpec)):
-      raise TypeError(f'{type(spec).__name__[:-4]} inputs are not supported yet: densify them '
-                      'in the input_fn (e.g. tf.sparse.to_dense).')
+  return x._numpy() if hasattr(x, '_numpy') else np.asarray(x)  # pylint: disable=protected-access
 
 
 def _check_numeric(tree, what: str) -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = jax.tree_util.keystr(path) or what
+    if not hasattr(leaf, 'dtype'):
+      raise TypeError(f'{what} {name} is a {type(leaf).__name__}, not an array: input_fn '
+                      'batches must be numpy arrays or tensors.')
     if leaf.dtype.kind in 'OSU':
-      name = jax.tree_util.keystr(path) or what
       raise TypeError(f'{what} {name} holds strings ({leaf.dtype}); JAX takes numbers only. '
                       'Map strings to ids in the input_fn (e.g. a tf lookup table).')
     if leaf.ndim == 0:
-      name = jax.tree_util.keystr(path) or what
       raise ValueError(f'{what} {name} is a scalar; every feature and label needs a leading '
                        'batch dimension (batch the dataset).')
 
 
+def _split(element: Any, mode: str) -> tuple[Any, Any]:
+  if isinstance(element, tuple) and len(element) == 2:
+    features, labels = element
+  else:
+    features, labels = element, None
+  return features, (None if mode == ModeKeys.PREDICT else labels)
+
+
+def _serialize_error(iterator) -> str | None:
+  """Why this tf.data iterator's state cannot be saved (None if it can): tried once, empty."""
+  try:
+    iterator._serialize_to_tensors()  # pylint: disable=protected-access
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    return getattr(e, 'message', str(e)).split('\n')[0]
+  return None
+
+
+def _static_batch(dataset: tf.data.Dataset) -> bool:
+  shapes = [s.shape for s in tf.nest.flatten(dataset.element_spec) if hasattr(s, 'shape')]
+  return bool(shapes) and all(s.rank and s[0] is not None for s in shapes)
+
+
+class Chunk:
+  """n consecutive host batches: `stacked` (one tree `[n, B, ...]`) or `singles` (a list)."""
+
+  def __init__(self, n: int, stacked: Any = None, singles: list | None = None):
+    self.n, self.stacked, self.singles = n, stacked, singles
+
+
 class InputPipeline:
-  """Iterator of `(features, labels)` numpy batches with a saveable position.
+  """Host batches `(features, labels)` of one input_fn call, with a saveable position.
 
   Args:
-    source: a `tf.data.Dataset` or a Python iterable; each element is
-      `(features, labels)` or features alone.
+    source: what `sources.normalize` returned.
     mode: a `ModeKeys` value; in PREDICT labels are dropped.
+    input_fn: the input_fn (its name identifies a Python iterable).
+    stack: batches per tf.data element (K of steps_per_loop; 1 in eval/predict).
   """
 
-  def __init__(self, source: Any, mode: str):
+  def __init__(self, source: Any, mode: str, input_fn: Callable | None = None, stack: int = 1):
     self.mode = mode
-    self.is_tf = isinstance(source, tf.data.Dataset)
-    if self.is_tf:
-      _check_element_spec(source)
-      self._iterator = iter(source)
-      self._cardinality = int(source.cardinality())
-    elif hasattr(source, '__iter__'):
-      self._source = source
-      self._iterator = iter(source)
-      self._cardinality = len(source) if hasattr(source, '__len__') else -1
-    else:
-      raise TypeError('input_fn must return a tf.data.Dataset or an iterable of numpy '
-                      f'batches, got {type(source).__name__}.')
-    self.position = 0
+    self._source = source
     self._checked = False
+    self.taken = 0  # batches handed out: the position once they are consumed
+    self._element, self._offset = None, 0  # current host element [k, B, ...] and cut point
+    self._pending: list = []  # single batches handed back (or restored), served first
+    self._cardinality = -1
+    if isinstance(source, tf.data.Dataset):
+      check_element_spec(source)
+      self.fingerprint = fp.dataset_fingerprint(source)
+      self._cardinality = int(source.cardinality())
+      self.stack = stack if stack > 1 and _static_batch(source) else 1
+      self._iterator = iter(self._stacked(source))
+      reason = _serialize_error(self._iterator)
+      self.kind = 'tf.data' if reason is None else 'replay'
+      if reason is not None and mode == ModeKeys.TRAIN and self.fingerprint not in _WARNED:
+        _WARNED.add(self.fingerprint)  # once per input, not once per train() call
+        logger.warning('The input pipeline\'s state cannot be saved (%s): its position is '
+                       'saved as a batch count and replayed on restore (exact if the pipeline '
+                       'is deterministic).', reason)
+    elif is_grain(source):
+      self.kind, self.stack = 'grain', 1
+      self._iterator = grain_io.GrainIterator(source)
+      initial = self._iterator.state()
+      first = jax.tree.map(lambda x: x[0], self._element) if self._pull() else None
+      self.fingerprint = grain_io.fingerprint(input_fn, source, first, initial)
+      self._cardinality = grain_io.num_batches(source)
+    else:
+      self.kind, self.stack = 'replay', 1
+      iterator = iter(source)
+      first = next(iterator, None)
+      self.fingerprint = fp.iterable_fingerprint(input_fn, source, first)
+      self._iterator = iterator if first is None else itertools.chain([first], iterator)
+      self._cardinality = len(source) if hasattr(source, '__len__') else -1
+
+  def _stacked(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.batch(self.stack) if self.stack > 1 else dataset
 
   @property
   def num_batches(self) -> int | None:
     """The number of batches if known (finite tf.data cardinality or `len`)."""
     return self._cardinality if self._cardinality >= 0 else None
 
-  def __iter__(self) -> Iterator:
-    return self
+  # -- batches ---------------------------------------------------------------
 
-  def __next__(self) -> tuple[Any, Any]:
+  def _pull(self) -> bool:
+    """Loads the next element as `[k, B, ...]` host arrays; False at input end."""
     try:
       element = next(self._iterator)
+    except StopIteration:
+      return False
+    except tf.errors.OutOfRangeError:
+      return False
     except tf.errors.InvalidArgumentError as e:  # a failed check in the tf.data graph
       raise ValueError(f'the input pipeline rejected a batch: {e.message}') from None
-    self.position += 1
-    if self.is_tf:
-      element = jax.tree.map(_to_numpy, element)
-    if isinstance(element, tuple) and len(element) == 2:
-      features, labels = element
-    else:
-      features, labels = element, None
-    if self.mode == ModeKeys.PREDICT:
-      labels = None
+    if isinstance(element, list):
+      element = tuple(element)
+    element = jax.tree.map(_to_numpy, element)
     if not self._checked:
+      features, labels = _split(element, self.mode)
       _check_numeric(features, 'feature')
       if labels is not None:
         _check_numeric(labels, 'label')
       self._checked = True
-    return features, labels
+    if self.stack == 1:
+      element = jax.tree.map(lambda x: x[None], element)
+    self._element, self._offset = element, 0
+    return True
+
+  def _remaining(self) -> int:
+    if self._element is None:
+      return 0
+    return len(jax.tree.leaves(self._element)[0]) - self._offset
+
+  def take(self, n: int, stacked: bool = False) -> Chunk | None:
+    """The next `n` batches (fewer at input end; None if none is left).
+
+    `stacked=True` asks for one `[n, B, ...]` tree: a whole tf.data element
+    when it lines up (no copy), else stacked on the host.
+    """
+    grain_state = (_grain_state(self._iterator, self._remaining()) if self.kind == 'grain'
+                   else None)  # where this chunk starts (unget goes back there)
+    if stacked and not self._pending and not self._remaining():
+      self._pull()
+    if stacked and not self._pending and self._offset == 0 and self._remaining() == n:
+      tree, self._element = self._element, None  # a whole element: no copy
+      self.taken += n
+      return Chunk(n, stacked=_split(tree, self.mode))
+    singles = self._pending[:n]
+    del self._pending[:n]
+    while len(singles) < n:
+      if not self._remaining() and not self._pull():
+        break
+      k = min(n - len(singles), self._remaining())
+      o = self._offset
+      singles.extend(_split(jax.tree.map(lambda x, i=i: x[i], self._element), self.mode)
+                     for i in range(o, o + k))
+      self._offset += k
+    if not singles:
+      return None
+    self.taken += len(singles)
+    if stacked and len(singles) == n and len({_sizes(b) for b in singles}) == 1:
+      chunk = Chunk(n, stacked=jax.tree.map(lambda *xs: np.stack(xs), *singles))
+    else:
+      chunk = Chunk(len(singles), singles=singles)
+    chunk.grain_state = grain_state
+    return chunk
+
+  def unget(self, chunks: list[Chunk]) -> None:
+    """Hands back batches taken but not consumed (the feeder's read-ahead), in order."""
+    if not chunks:
+      return
+    if self.kind == 'grain':  # grain reads them again from the state before the first
+      self._iterator.set_state(chunks[0].grain_state)
+      self._element, self._offset, self._pending = None, 0, []
+      self.taken -= sum(c.n for c in chunks)
+      return
+    singles = []
+    for c in chunks:
+      if c.singles is not None:
+        singles.extend(c.singles)
+      else:
+        singles.extend(jax.tree.map(lambda x, i=i: x[i], c.stacked) for i in range(c.n))
+    self.taken -= len(singles)
+    self._pending = singles + self._pending
+
+  def next_batch(self) -> tuple[Any, Any]:
+    """One batch `(features, labels)`; raises StopIteration at input end."""
+    chunk = self.take(1)
+    if chunk is None:
+      raise StopIteration
+    return chunk.singles[0]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return self.next_batch()
+
+  def peek(self) -> tuple[Any, Any] | None:
+    """The next batch without consuming it (None at input end)."""
+    if self._pending:
+      return self._pending[0]
+    if not self._remaining() and not self._pull():
+      return None
+    return _split(jax.tree.map(lambda x: x[self._offset], self._element), self.mode)
 
   # -- position ------------------------------------------------------------
 
-  def save(self, directory: str) -> None:
-    """Writes the tf.data iterator state under `directory` (no-op for iterables)."""
-    if self.is_tf:
-      os.makedirs(directory, exist_ok=True)
-      tf.train.Checkpoint(iterator=self._iterator).write(os.path.join(directory, 'iterator'))
+  def capture(self) -> dict:
+    """This position as host values (taken on the caller's thread; written later)."""
+    state = {'kind': self.kind, 'fingerprint': self.fingerprint, 'batches': self.taken,
+             'stack': self.stack}
+    captured = {'position': state}
+    if self.kind == 'tf.data':
+      captured['iterator'] = self._iterator._serialize_to_tensors()  # pylint: disable=protected-access
+      pending = list(self._pending)
+      if self._remaining():
+        pending.extend(_split(jax.tree.map(lambda x, i=i: x[i], self._element), self.mode)
+                       for i in range(self._offset, self._offset + self._remaining()))
+      if pending:
+        captured['pending'] = [leaf for batch in pending for leaf in jax.tree.leaves(batch)]
+        state['pending'] = len(pending)
+    elif self.kind == 'grain':
+      state['grain'] = _grain_state(self._iterator, self._remaining())
+    return captured
 
-  def restore(self, directory: str | None, position: int) -> None:
-    """Moves to a saved position: tf.data state from `directory`, else replay."""
-    if self.is_tf:
-      if directory is None:
-        raise ValueError('the checkpoint has no tf.data iterator state to restore.')
-      tf.train.Checkpoint(iterator=self._iterator).read(
-          os.path.join(directory, 'iterator')).assert_consumed()
+  def restore(self, directory: str, step: int) -> bool:
+    """Moves to the position saved in `directory`; False (start from the top) if it is
+    missing or belongs to another input."""
+    path = os.path.join(directory, 'position.json')
+    if not os.path.exists(path):
+      logger.info('No input position saved at step %d; the input starts at its first batch.',
+                  step)
+      return False
+    with open(path) as f:
+      state = json.load(f)
+    if state['fingerprint'] != self.fingerprint:
+      logger.info('The input differs from the one saved at step %d (another input_fn or '
+                  'data): it starts at its own first batch.', step)
+      return False
+    batches = state['batches']
+    if self.kind == 'tf.data' and state['kind'] == 'tf.data' and state['stack'] == self.stack:
+      variant = tf.io.parse_tensor(tf.io.read_file(os.path.join(directory, 'iterator')),
+                                   tf.variant)
+      self._iterator._restore_from_tensors({'_STATE': variant})  # pylint: disable=protected-access
+      self._element, self._offset, self._pending = None, 0, []
+      if state.get('pending'):
+        with np.load(os.path.join(directory, 'pending.npz'), allow_pickle=False) as data:
+          leaves = [data[f'leaf{i}'] for i in range(len(data.files))]
+        structure = jax.tree.structure(_split(tf.nest.map_structure(
+            lambda _: 0, self._iterator.element_spec), self.mode))
+        k = structure.num_leaves
+        self._pending = [jax.tree.unflatten(structure, leaves[i:i + k])
+                         for i in range(0, len(leaves), k)]
+    elif self.kind == 'grain' and state['kind'] == 'grain':
+      self._iterator.set_state(state['grain'])
+      self._element, self._offset, self._pending = None, 0, []
     else:
-      for _ in range(position):
-        next(self._iterator)
-    self.position = position
+      logger.info('Replaying %d input batches to reach the position saved at step %d.',
+                  batches, step)
+      if isinstance(self._source, tf.data.Dataset):
+        self._iterator = iter(self._stacked(self._source.skip(batches)))
+      else:
+        for _ in range(batches):
+          next(self._iterator)
+    self.taken = batches
+    return True
+
+
+def write_position(directory: str, captured: dict) -> None:
+  """Writes what `capture` returned into `directory` (run on orbax's writer thread)."""
+  os.makedirs(directory, exist_ok=True)
+  if 'iterator' in captured:
+    data = tf.io.serialize_tensor(captured['iterator']['_STATE'])
+    tf.io.write_file(os.path.join(directory, 'iterator'), data)
+  if 'pending' in captured:
+    np.savez(os.path.join(directory, 'pending.npz'),
+             **{f'leaf{i}': x for i, x in enumerate(captured['pending'])})
+  with open(os.path.join(directory, 'position.json'), 'w') as f:
+    json.dump(captured['position'], f)
+
+
+def _sizes(batch) -> tuple:
+  return tuple(np.shape(x)[0] for x in jax.tree.leaves(batch))
+
+
+def _grain_state(iterator: grain_io.GrainIterator, buffered: int) -> Any:
+  """grain's state at the next batch to hand out: before the batch pulled last if it is
+  still held (`buffered`: a grain element is one batch), else the iterator's own."""
+  return iterator.state_before_last() if buffered else iterator.state()

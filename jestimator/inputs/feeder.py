@@ -1,0 +1,125 @@
+"""The background feeder: a host thread that prepares the loop's next inputs.
+
+The loop asks for an item; the feeder has usually made it already: pulled
+from the input iterator, converted to numpy, checked against the model's
+signature and placed on the mesh (`device_put` with the step's shardings, or
+`make_array_from_process_local_data` with several processes). Up to `depth`
+items wait ready. Only the thread touches the input iterator while it runs.
+
+Exact positions: the feeder stops after the item that reaches a *pause
+point* (a step where a checkpoint may be saved) until the loop calls
+`resume()`, so a save never counts a batch the feeder pulled ahead as
+consumed. When the loop stops elsewhere (a hook's stop request, an error),
+`close()` returns the items made but not consumed so the caller can hand
+their batches back to the input.
+
+Errors raised while producing surface in `get()` with their original
+traceback. `close()` stops the thread in every exit path (the loop calls it
+in a `finally`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable
+
+_END = object()
+
+
+class _Failure:
+  def __init__(self, error: BaseException):
+    self.error = error
+
+
+class Feeder:
+  """Runs `produce(position) -> (item, n)` on a thread, `depth` items ahead.
+
+  Args:
+    produce: makes the next item from the input; `n` is how many steps (or
+      batches) it covers; raises StopIteration at input end.
+    start: the position (global step) of the first item.
+    depth: items kept ready (`RunConfig.prefetch_batches`).
+    pause_after: whether to stop after reaching this position until `resume()`.
+  """
+
+  def __init__(self, produce: Callable[[int], tuple[Any, int]], start: int = 0,
+               depth: int = 2, pause_after: Callable[[int], bool] | None = None,
+               name: str = 'jestimator-feeder'):
+    self._produce = produce
+    self._position = start
+    self._pause_after = pause_after or (lambda position: False)
+    self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    self._resume = threading.Event()
+    self._stop = threading.Event()
+    self._unqueued: list = []  # an item made while closing, never queued
+    self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+    self._thread.start()
+
+  def _put(self, value) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(value, timeout=0.05)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _run(self) -> None:
+    try:
+      while not self._stop.is_set():
+        try:
+          item, n = self._produce(self._position)
+        except StopIteration:
+          self._put(_END)
+          return
+        self._position += n
+        if not self._put(item):
+          self._unqueued.append(item)
+          return
+        if self._pause_after(self._position):
+          while not self._resume.wait(0.05):
+            if self._stop.is_set():
+              return
+          self._resume.clear()
+    except BaseException as e:  # pylint: disable=broad-except
+      self._put(_Failure(e))
+
+  def get(self) -> Any:
+    """The next item; raises StopIteration at input end, or the producer's error."""
+    while True:
+      try:
+        value = self._queue.get(timeout=1.0)
+        break
+      except queue.Empty:
+        if not self._thread.is_alive() and self._queue.empty():
+          raise RuntimeError('the input feeder thread stopped unexpectedly.') from None
+    if value is _END:
+      self._queue.put(_END)  # stay at the end
+      raise StopIteration
+    if isinstance(value, _Failure):
+      raise value.error
+    return value
+
+  def resume(self) -> None:
+    """Lets the thread go on past the pause point the loop has reached."""
+    self._resume.set()
+
+  def close(self, timeout: float = 30.0) -> list:
+    """Stops the thread; returns the items made but not consumed, in order."""
+    self._stop.set()
+    self._resume.set()
+    self._thread.join(timeout)
+    left = []
+    while True:
+      try:
+        value = self._queue.get_nowait()
+      except queue.Empty:
+        break
+      if value is not _END and not isinstance(value, _Failure):
+        left.append(value)
+    return left + self._unqueued
+
+  @property
+  def alive(self) -> bool:
+    return self._thread.is_alive()
