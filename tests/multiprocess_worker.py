@@ -1,9 +1,12 @@
 """A worker for test_multiprocess.py: trains, evaluates and predicts, saves what it got.
 
-  python multiprocess_worker.py OUT_DIR MODEL_DIR NUM_PROCESSES PROCESS_ID PORT DEVICES [die]
+  python multiprocess_worker.py OUT_DIR MODEL_DIR NUM_PROCESSES PROCESS_ID PORT DEVICES [VARIANT]
 
-With NUM_PROCESSES=1 it is the single-process reference. 'die' makes process
-1 exit right after joining, to test that the others fail instead of hanging.
+With NUM_PROCESSES=1 it is the single-process reference. VARIANT 'die' makes
+process 1 exit right after joining, to test that the others fail instead of
+hanging. VARIANT 'grain' reads grain datasets sharded with `ShardByJaxProcess`;
+with several processes it trains in two calls, the second a new Estimator
+that restores each process's grain position from disk.
 """
 
 import os
@@ -20,7 +23,8 @@ import jestimator as je  # noqa: E402
 
 if num > 1:
   je.distribute.initialize(f'127.0.0.1:{port}', num, pid, timeout_s=60, heartbeat_timeout_s=10)
-if len(sys.argv) > 7 and pid == 1:
+variant = sys.argv[7] if len(sys.argv) > 7 else 'tf.data'
+if variant == 'die' and pid == 1:
   os._exit(3)
 
 import numpy as np  # noqa: E402
@@ -61,8 +65,26 @@ def input_fn(input_context, mode):
   return ds.filter(lambda f, l: tf.shape(l)[0] > 0)
 
 
+def grain_input_fn(input_context, mode):
+  """Each process reads every process_count-th per-process batch: its slice of every
+  global batch, as `input_fn` above, but reading only its own records."""
+  import grain  # pylint: disable=import-outside-toplevel
+  shard = grain.sharding.ShardByJaxProcess()
+  local = input_context.get_per_process_batch_size(GLOBAL_BATCH)
+  ds = grain.MapDataset.range(len(x) if mode == je.ModeKeys.TRAIN else 100)
+  if mode == je.ModeKeys.TRAIN:
+    ds = ds.shuffle(seed=0).repeat()  # the same order in every process
+  ds = ds.map(lambda i: ({'x': x[i], 'id': np.int64(i)}, y[i])).batch(local)
+  return ds[shard.shard_index::shard.shard_count]
+
+
 config = je.RunConfig(save_checkpoints_steps=5, log_step_count_steps=5)
 est = je.Estimator(model_fn, model_dir, config)
+if variant == 'grain':
+  input_fn = grain_input_fn
+  if num > 1:
+    est.train(input_fn, max_steps=6)
+    est = je.Estimator(model_fn, model_dir, config)  # restores params and grain positions
 est.train(input_fn, max_steps=10)
 metrics = est.evaluate(input_fn)
 preds = list(est.predict(input_fn))

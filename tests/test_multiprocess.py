@@ -37,12 +37,13 @@ def _run(args_per_process, timeout=TIMEOUT):
   return [p.returncode for p in procs], outputs
 
 
-def test_two_processes_equal_one_process(tmp_path):
+def run_two_processes_and_one(tmp_path, mode: str = 'tf.data') -> None:
+  """Runs the worker as 1 process x 4 devices, then 2 x 2, and checks that they agree."""
   out = str(tmp_path)
-  codes, logs = _run([(out, tmp_path / 'single', 1, 0, 0, 4)])
+  codes, logs = _run([(out, tmp_path / 'single', 1, 0, 0, 4, mode)])
   assert codes == [0], logs[0][-3000:]
   port = _free_port()
-  codes, logs = _run([(out, tmp_path / 'multi', 2, pid, port, 2) for pid in (0, 1)])
+  codes, logs = _run([(out, tmp_path / 'multi', 2, pid, port, 2, mode) for pid in (0, 1)])
   assert codes == [0, 0], '\n'.join(l[-3000:] for l in logs)
   single = np.load(os.path.join(out, 'params_1_0.npz'))
   for pid in (0, 1):
@@ -60,6 +61,10 @@ def test_two_processes_equal_one_process(tmp_path):
   for pid in (0, 1):
     part = np.load(os.path.join(out, f'pred_2_{pid}.npz'))
     np.testing.assert_allclose(part['logits'], p1['logits'][part['id']], rtol=1e-5, atol=1e-5)
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  run_two_processes_and_one(tmp_path)
 
 
 def test_a_dead_process_makes_the_other_fail_not_hang(tmp_path):

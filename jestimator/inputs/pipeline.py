@@ -125,7 +125,7 @@ class InputPipeline:
     elif is_grain(source):
       self.kind, self.stack = 'grain', 1
       self._iterator = grain_io.GrainIterator(source)
-      initial = self._iterator.state()
+      initial = self._iterator.state()  # the first batch stays buffered, served first
       first = jax.tree.map(lambda x: x[0], self._element) if self._pull() else None
       self.fingerprint = grain_io.fingerprint(input_fn, source, first, initial)
       self._cardinality = grain_io.num_batches(source)
@@ -147,14 +147,12 @@ class InputPipeline:
 
   # -- batches ---------------------------------------------------------------
 
-  def _pull(self) -> bool:
-    """Loads the next element as `[k, B, ...]` host arrays; False at input end."""
+  def _next_element(self) -> Any:
+    """The next element as host arrays (checked once); None at input end."""
     try:
       element = next(self._iterator)
-    except StopIteration:
-      return False
-    except tf.errors.OutOfRangeError:
-      return False
+    except (StopIteration, tf.errors.OutOfRangeError):
+      return None
     except tf.errors.InvalidArgumentError as e:  # a failed check in the tf.data graph
       raise ValueError(f'the input pipeline rejected a batch: {e.message}') from None
     if isinstance(element, list):
@@ -166,6 +164,13 @@ class InputPipeline:
       if labels is not None:
         _check_numeric(labels, 'label')
       self._checked = True
+    return element
+
+  def _pull(self) -> bool:
+    """Loads the next element as `[k, B, ...]` host arrays; False at input end."""
+    element = self._next_element()
+    if element is None:
+      return False
     if self.stack == 1:
       element = jax.tree.map(lambda x: x[None], element)
     self._element, self._offset = element, 0
@@ -184,6 +189,14 @@ class InputPipeline:
     """
     grain_state = (_grain_state(self._iterator, self._remaining()) if self.kind == 'grain'
                    else None)  # where this chunk starts (unget goes back there)
+    if n == 1 and self.stack == 1 and not self._pending and not self._remaining():
+      element = self._next_element()  # the per-step fast path: no re-slicing
+      if element is None:
+        return None
+      self.taken += 1
+      chunk = Chunk(1, singles=[_split(element, self.mode)])
+      chunk.grain_state = grain_state
+      return chunk
     if stacked and not self._pending and not self._remaining():
       self._pull()
     if stacked and not self._pending and self._offset == 0 and self._remaining() == n:

@@ -7,8 +7,8 @@ features dict) of tensors that the graph re-ran every step. Here:
   tensors / numpy arrays     one batch: `Dataset.from_tensors`, repeated in
                              TRAIN (as the graph re-ran the same constants),
                              run once in EVAL and PREDICT
-  grain MapDataset /         grain (an optional dependency; `inputs/grain_io.py`)
-  IterDataset / DataLoader
+  grain MapDataset /         grain batches (position: grain's own state; an
+  IterDataset / DataLoader   optional dependency, `inputs/grain_io.py`)
   any other iterable         Python batches (position: a count, replayed)
 """
 
