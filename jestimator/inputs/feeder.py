@@ -2,8 +2,10 @@
 
 The loop asks for an item; the feeder has usually made it already: pulled
 from the input iterator, converted to numpy, checked against the model's
-signature and placed on the mesh (`device_put` with the step's shardings, or
-`make_array_from_process_local_data` with several processes). Up to `depth`
+signature and, with several processes, made into global arrays
+(`make_array_from_process_local_data`; in one process the step's
+`in_shardings` place numpy faster than `device_put`, measured: 0.9x vs 1.2x
+of a hand loop on the dispatch-bound benchmark). Up to `depth`
 items wait ready. Only the thread touches the input iterator while it runs.
 
 Exact positions: the feeder stops after the item that reaches a *pause
@@ -86,14 +88,12 @@ class Feeder:
       self._put(_Failure(e))
 
   def get(self) -> Any:
-    """The next item; raises StopIteration at input end, or the producer's error."""
-    while True:
-      try:
-        value = self._queue.get(timeout=1.0)
-        break
-      except queue.Empty:
-        if not self._thread.is_alive() and self._queue.empty():
-          raise RuntimeError('the input feeder thread stopped unexpectedly.') from None
+    """The next item; raises StopIteration at input end, or the producer's error.
+
+    Blocks without a timeout: the thread always ends by queueing the end
+    marker or its error (it only stops silently after `close()`).
+    """
+    value = self._queue.get()
     if value is _END:
       self._queue.put(_END)  # stay at the end
       raise StopIteration
