@@ -322,7 +322,7 @@ class Estimator:
     inflight = collections.deque()
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
       for features, labels, mask, _ in padded_batches(pipeline, self._runner, size, steps,
-                                                      self._config.prefetch_batches):
+                                                      self._config.prefetch_batches, True):
         acc, done = eval_step(variables, rng, acc, features, labels, mask, first_flag)
         first_flag = self._runner.false
         inflight.append(done)

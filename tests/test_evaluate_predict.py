@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow as tf
 from flax import struct
 
 import jestimator as je
@@ -162,3 +163,45 @@ def test_any_batch_size_evaluates_on_eight_devices(trained):
   assert results['count'] == 90
   out = list(est.predict(lambda: [f for f, _ in fn()]))
   np.testing.assert_array_equal([p['id'] for p in out], np.arange(90))
+
+
+def _plain_mean_model_fn(features, labels, mode):
+  """A ported tf.estimator model_fn: a plain jnp.mean loss, no mask."""
+  pred = nn.Dense(1)(features['x'])[:, 0]
+  if mode == je.ModeKeys.PREDICT:
+    return je.EstimatorSpec(mode, predictions=pred)
+  loss = jnp.mean((pred - labels) ** 2)
+  return je.EstimatorSpec(mode, loss=loss, predictions=pred, optimizer=optax.sgd(0.01))
+
+
+@pytest.mark.parametrize('n,batch,mesh', [(100, 64, 'one'), (96, 64, 'eight')])
+def test_plain_mean_loss_is_tf_estimators_mean_of_batch_means(tmp_path, n, batch, mesh):
+  """The last partial batch runs at its own size: no padded rows in a plain mean."""
+  from conftest import one_device_mesh
+  rng = np.random.RandomState(0)
+  x, y = rng.randn(n, 8).astype(np.float32), rng.randn(n).astype(np.float32)
+  config = je.RunConfig(mesh=one_device_mesh() if mesh == 'one' else None)
+  est = je.Estimator(_plain_mean_model_fn, str(tmp_path), config)
+  est.train(lambda: tf.data.Dataset.from_tensor_slices(({'x': x}, y)).repeat().batch(32),
+            max_steps=5)
+  input_fn = lambda: tf.data.Dataset.from_tensor_slices(({'x': x}, y)).batch(batch)
+  pred = np.array([p for p in est.predict(lambda: tf.data.Dataset.from_tensor_slices(
+      {'x': x}).batch(batch))])
+  per_batch = [np.mean((pred[i:i + batch] - y[i:i + batch]) ** 2) for i in range(0, n, batch)]
+  got = est.evaluate(input_fn)['loss']
+  np.testing.assert_allclose(got, np.mean(per_batch), rtol=1e-5)
+  padded_last = np.concatenate([pred[64:], np.repeat(pred[-1:], 64 - (n - 64))])
+  padded_y = np.concatenate([y[64:], np.repeat(y[-1:], 64 - (n - 64))])
+  wrong = np.mean([per_batch[0], np.mean((padded_last - padded_y) ** 2)])
+  assert abs(got - wrong) > 1e-3  # what padding the whole batch used to report
+
+
+def test_padded_tail_warns_that_a_hand_written_loss_needs_masked_mean(tmp_path, caplog):
+  rng = np.random.RandomState(0)
+  x, y = rng.randn(100, 8).astype(np.float32), rng.randn(100).astype(np.float32)
+  est = je.Estimator(_plain_mean_model_fn, str(tmp_path))  # 8 devices: 36 -> 40
+  input_fn = lambda: tf.data.Dataset.from_tensor_slices(({'x': x}, y)).batch(64)
+  with caplog.at_level('WARNING', logger='jestimator'):
+    est.evaluate(input_fn)
+  assert 'last evaluation batch of 36 examples is padded to 40' in caplog.text
+  assert 'je.masked_mean' in caplog.text
