@@ -7,20 +7,34 @@ strings, vocabulary list), `city` (5,000 strings, hash bucket 1,000),
 deep part: embeddings of occupation (8) and city (8), indicator of tags,
 age and hours; hidden [128, 64]; batch 512; FTRL + Adagrad (the defaults).
 
+The table is a DataFrame (`tags` a column of lists) fed two ways to the same
+DNNLinearCombinedClassifier, in one process, in interleaved rounds:
+  per-example  from_tensor_slices -> shuffle(10000) -> batch: one tf.data
+               element per example through the shuffle buffer
+  pandas       pandas_input_fn(shuffle=True): a full shuffle of indices and
+               one gather per batch (see inputs/numpy_io.py)
 Three measurements, examples/s over the steps after a warm-up:
   host    the tf.data pipeline alone: input_fn + FeatureTransform -> numpy
   device  the compiled train step alone: the same model fed pre-transformed
           batches from memory (no string work)
   full    DNNLinearCombinedClassifier.train: both, overlapped (tf.data runs
           ahead in its own threads while the device steps)
-If `full` is close to min(host, device) the device is kept fed.
+If `full` is close to min(host, device) the device is kept fed; on a CPU-only
+machine the "device" shares the host's cores, so full is nearer to
+1 / (1/host + 1/device).
 
-  python benchmarks/wide_deep.py [--steps 300] [--batch 512]
+  python benchmarks/wide_deep.py [--steps 300] [--batch 512] [--rounds 5]
 
-Last figures (2-core CPU shared with other jobs, jax 0.10.2, one device):
-  host    128,431 examples/s   (the bound: string lookups, hashes, crosses)
-  device  500,049 examples/s
-  full    110,227 examples/s   (86% of the host bound: the device is kept fed)
+Last figures (2-core CPU shared with other jobs, jax 0.10.2, one device; two
+runs of 5 rounds, medians of rounds):
+  device                          404k / 501k examples/s
+  per-example  host               124k / 105k   (the bound: the per-example pipeline
+                                                 alone makes ~138k/s; the feature
+                                                 columns alone ~910k/s)
+               full                88k / 111k
+  pandas       host               329k / 522k   (index pipeline alone ~725k/s)
+               full               196k / 252k
+  full, pandas / per-example      2.21x / 2.19x (rounds 1.28-2.56 / 1.89-2.47)
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import time
 
 import jax
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 import jestimator as je
@@ -45,6 +60,7 @@ OCCUPATIONS = [f'job{i}' for i in range(40)]
 
 
 def make_table(n: int = 262144, seed: int = 0):
+  """(features DataFrame, labels Series): one row per example, `tags` a list per row."""
   rng = np.random.RandomState(seed)
   occupation = rng.choice(OCCUPATIONS, n)
   city = np.char.add('city', rng.randint(0, 5000, n).astype(str))
@@ -52,10 +68,9 @@ def make_table(n: int = 262144, seed: int = 0):
   hours = rng.randint(1, 80, n).astype(np.float32)
   tags = [list(rng.choice(['a', 'b', 'c', 'd', 'e'], rng.randint(0, 5))) for _ in range(n)]
   score = (np.char.str_len(occupation) % 3) + (age > 40) + (hours > 45) + rng.rand(n)
-  features = {'occupation': occupation.reshape(-1, 1).astype(object),
-              'city': city.reshape(-1, 1).astype(object), 'age': age.reshape(-1, 1),
-              'hours': hours.reshape(-1, 1)}
-  return features, tags, (score > 2).astype(np.int32)
+  features = pd.DataFrame({'occupation': occupation.astype(object), 'city': city.astype(object),
+                           'age': age, 'hours': hours, 'tags': tags})
+  return features, pd.Series((score > 2).astype(np.int32))
 
 
 def columns():
@@ -70,15 +85,24 @@ def columns():
   return wide, deep
 
 
-def make_input_fn(table, batch: int):
-  features, tags, labels = table
-  features = dict(features, tags=tf.ragged.constant(tags, dtype=tf.string))
+def per_example_input_fn(table, batch: int):
+  """The per-example pipeline: from_tensor_slices -> shuffle(10000) -> batch."""
+  features, labels = table
+  features = {c: features[c].to_numpy() for c in features.columns if c != 'tags'}
+  features['tags'] = tf.ragged.constant(list(table[0]['tags']))
+  labels = labels.to_numpy()
 
   def input_fn():
-    ds = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(16384, seed=0).repeat()
+    ds = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(10000, seed=0).repeat()
     return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
   return input_fn
+
+
+def by_index_input_fn(table, batch: int):
+  """jestimator's own: a full per-epoch shuffle of indices, then a gather per batch."""
+  return je.inputs.pandas_input_fn(*table, batch_size=batch, num_epochs=None, shuffle=True,
+                                   seed=0)
 
 
 LENGTHS = {'tags': 4}
@@ -128,29 +152,49 @@ def time_device(input_fn, transform, wide, deep, steps: int, batch: int, config)
   return timed_train(est, in_memory, steps, batch)
 
 
+def new_estimator(wide, deep, config):
+  return canned.DNNLinearCombinedClassifier(
+      model_dir=tempfile.mkdtemp(), linear_feature_columns=wide, dnn_feature_columns=deep,
+      dnn_hidden_units=[128, 64], config=config, sparse_lengths=LENGTHS)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=300)
   parser.add_argument('--batch', type=int, default=512)
+  parser.add_argument('--rounds', type=int, default=5)
   args = parser.parse_args(argv)
   logging.getLogger('jestimator').setLevel(logging.WARNING)
   table = make_table()
-  input_fn = make_input_fn(table, args.batch)
+  inputs = {'per-example shuffle(10000)': per_example_input_fn(table, args.batch),
+            'pandas_input_fn(shuffle)': by_index_input_fn(table, args.batch)}
   wide, deep = columns()
   transform = fc.FeatureTransform(wide + deep, LENGTHS)
   config = je.RunConfig(seed=0, progress_bar=False, log_step_count_steps=None,
                         save_checkpoints_steps=10 ** 9)
-  host = time_host(input_fn, transform, args.steps, args.batch)
-  device = time_device(input_fn, transform, wide, deep, args.steps, args.batch, config)
-  est = canned.DNNLinearCombinedClassifier(
-      model_dir=tempfile.mkdtemp(), linear_feature_columns=wide, dnn_feature_columns=deep,
-      dnn_hidden_units=[128, 64], config=config, sparse_lengths=LENGTHS)
-  full = timed_train(est, input_fn, args.steps, args.batch)
-  print(f'wide & deep, batch {args.batch}, {args.steps} steps, mesh {dict(est.mesh.shape)}')
-  print(f'  host   (tf.data + feature columns -> numpy): {host:10.0f} examples/s')
-  print(f'  device (compiled step, batches in memory):   {device:10.0f} examples/s')
-  print(f'  full   (Estimator.train, overlapped):        {full:10.0f} examples/s '
-        f'({full / min(host, device):.0%} of the slower half)')
+  host = {name: [] for name in inputs}
+  full = {name: [] for name in inputs}
+  device = []
+  for _ in range(args.rounds):  # interleaved, so a noisy neighbour hits both inputs alike
+    for name, input_fn in inputs.items():
+      host[name].append(time_host(input_fn, transform, args.steps, args.batch))
+      est = new_estimator(wide, deep, config)
+      full[name].append(timed_train(est, input_fn, args.steps, args.batch))
+    device.append(time_device(inputs['per-example shuffle(10000)'], transform, wide, deep,
+                              args.steps, args.batch, config))
+  median = lambda xs: float(np.median(xs))
+  print(f'wide & deep, batch {args.batch}, {args.steps} steps, {args.rounds} rounds, '
+        f'mesh {dict(est.mesh.shape)}; medians, examples/s')
+  print(f'  device (compiled step, batches in memory):   {median(device):10.0f}')
+  for name in inputs:
+    print(f'  {name}:')
+    print(f'    host (tf.data + feature columns -> numpy): {median(host[name]):10.0f}')
+    print(f'    full (Estimator.train, overlapped):        {median(full[name]):10.0f} '
+          f'({median(full[name]) / min(median(host[name]), median(device)):.0%} '
+          'of the slower half)')
+  old, new = (np.array(full[name]) for name in inputs)
+  print(f'  full, pandas_input_fn / per-example: median of rounds {median(new / old):.2f}x '
+        f'(rounds {", ".join(f"{r:.2f}" for r in new / old)})')
 
 
 if __name__ == '__main__':
