@@ -129,8 +129,72 @@ def all_positions(x: tf.Tensor) -> tf.SparseTensor:
   return tf.SparseTensor(indices, tf.reshape(x, [-1]), tf.shape(x, out_type=tf.int64))
 
 
+def _row_major_keys(st: tf.SparseTensor) -> tf.Tensor:
+  """int64 `[nnz]`: each index `[i, j]` of `[batch, n]` `st` as one number, in row-major order."""
+  cols = st.indices[:, 1]
+  return st.indices[:, 0] * (tf.maximum(tf.reduce_max(cols), 0) + 1) + cols
+
+
+def own_slots(st: tf.SparseTensor) -> tf.SparseTensor:
+  """`[batch, n]` `st` in row-major order, with every value in a slot of its own.
+
+  tf's id lists ignore the column index: `safe_embedding_lookup_sparse`
+  (embedding columns, linear models) reads each value of a row, so a
+  SparseTensor with a repeated index `[i, j]` gives row i two ids (tf's
+  indicator column fails in `SparseToDense` instead; its weighted branch sums
+  them). So: a row with a repeated index has its values in slots 0, 1, ... in
+  the order given; every other row keeps its positions (a dense input's
+  positions, which weighted columns pair their weights by).
+  """
+  rows, cols = st.indices[:, 0], st.indices[:, 1]
+  keys = _row_major_keys(st)
+  ordered = tf.reduce_all(keys[1:] > keys[:-1])  # the usual case (dense, parse_example)
+
+  def reslot():
+    n = tf.shape(keys, out_type=tf.int64)[0]
+    order = tf.argsort(keys, stable=True)  # row-major; ties keep their order
+    sorted_keys, sorted_rows = tf.gather(keys, order), tf.gather(rows, order)
+    repeated = tf.concat([[False], tf.equal(sorted_keys[1:], sorted_keys[:-1])], axis=0)
+    n_rows = st.dense_shape[0]
+    row_repeats = tf.math.unsorted_segment_max(tf.cast(repeated, tf.int32), sorted_rows,
+                                               n_rows) > 0
+    rank = tf.range(n) - tf.gather(tf.math.unsorted_segment_min(tf.range(n), sorted_rows,
+                                                                n_rows), sorted_rows)
+    slots = tf.where(tf.gather(row_repeats, sorted_rows), rank, tf.gather(cols, order))
+    return tf.stack([sorted_rows, slots], axis=1), tf.gather(st.values, order)
+
+  indices, values = tf.cond(ordered, lambda: (st.indices, st.values), reslot)
+  return tf.SparseTensor(indices, values, st.dense_shape)
+
+
+def has_repeated_index(st: tf.SparseTensor) -> tf.Tensor:
+  """Scalar bool: does some index of `[batch, n]` `st` occur twice?"""
+  keys = _row_major_keys(st)
+  return tf.size(tf.unique(keys).y) < tf.size(keys)
+
+
+def paired_weights(ids: tf.SparseTensor, weights: tf.SparseTensor,
+                   column: str) -> tf.SparseTensor:
+  """`weights`, checked to pair with `ids` when either repeats an index.
+
+  tf pairs a weighted column's ids and weights value by value; `own_slots`
+  keeps that pairing only when both have the same indices, so with a
+  repeated index anything else is an error naming the column.
+  """
+  same = tf.cond(tf.equal(tf.shape(ids.indices)[0], tf.shape(weights.indices)[0]),
+                 lambda: tf.reduce_all(tf.equal(ids.indices, weights.indices)),
+                 lambda: tf.constant(False))
+  ok = same | ~(has_repeated_index(ids) | has_repeated_index(weights))
+  check = tf.debugging.Assert(ok, [
+      f'feature column {column!r}: its ids or weights repeat a sparse index, so the weights '
+      'must be a SparseTensor with exactly the ids\' indices (paired value by value)'])
+  with tf.control_dependencies([check]):
+    return tf.SparseTensor(tf.identity(weights.indices), weights.values, weights.dense_shape)
+
+
 def _densify(st: tf.SparseTensor, width: int, default, column: str) -> tf.Tensor:
-  """`[batch, width]` with each value at its position and `default` elsewhere."""
+  """`[batch, width]` with each value at its slot (`own_slots`) and `default` elsewhere."""
+  st = own_slots(st)
   fits = tf.debugging.assert_less(
       st.indices[:, 1], tf.constant(width, tf.int64),
       message=(f'feature column {column!r}: an example has more values than the {width} '

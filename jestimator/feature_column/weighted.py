@@ -3,9 +3,11 @@
 Host: the ids of the wrapped column, and the weight feature densified to the
 same `[batch, L]` slots (a weight sits at its id's position; 0 where there is
 no id). tf drops 0.0 from dense weights; densifying by position keeps ids and
-weights aligned either way. Device: `ids_and_weights` returns both; lookups
-multiply by the weights (and for the `mean`/`sqrtn` combiners skip weights
-<= 0, as tf does).
+weights aligned either way. Where a sparse input repeats an index, tf pairs
+ids and weights value by value: that needs weights with the ids' indices (an
+error naming the column otherwise; `host.paired_weights`). Device:
+`ids_and_weights` returns both; lookups multiply by the weights (and for the
+`mean`/`sqrtn` combiners skip weights <= 0, as tf does).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class WeightedColumn(base.CategoricalColumn):
       raise ValueError(f'weighted_categorical_column {self.name!r}: weight feature '
                        f'{self.weight_feature_key!r} has dtype {w.dtype.name}, expected '
                        f'{self.dtype.name}.')
-    return ids, host.to_sparse(w)
+    return ids, host.paired_weights(ids, host.to_sparse(w), self.name)
 
   def width(self, cache: host.HostCache) -> int:
     width = self.categorical_column.width(cache)
@@ -62,6 +64,9 @@ class WeightedColumn(base.CategoricalColumn):
           f'{self.weight_feature_key!r} has {cache.width(self.weight_feature_key, self.name)} '
           f'values per example but {self.categorical_column.name!r} has {width} id slots.')
     return width
+
+  def check_ids(self, ids) -> None:
+    self.categorical_column.check_ids(ids)
 
   def ids_and_weights(self, features):
     ids, _ = super().ids_and_weights(features)

@@ -6,6 +6,8 @@ inside the input pipeline (a TF hash table, so it runs in `dataset.map`), and
 maps the `classes` / `all_classes` predictions back to names after `predict`.
 An unknown label stops the input with an error that names it (tf.estimator
 gave no id and failed later; a silent -1 would train on garbage).
+A MultiLabelHead's sparse labels (ids or names) become multi-hot here too,
+with or without a vocabulary (`sparse_labels`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from jestimator.heads import sparse_labels
 from jestimator.inputs.host_transform import HostTransform
 
 _CLASS_KEYS = ('classes', 'all_classes')
@@ -23,8 +26,8 @@ _CLASS_KEYS = ('classes', 'all_classes')
 class LabelLookup(HostTransform):
   """String labels -> class ids (host), class ids -> names (predictions).
 
-  For a MultiLabelHead, labels are `[batch, k]` names padded with `b''`, and
-  become multi-hot `[batch, n_classes]`.
+  For a MultiLabelHead, labels are `[batch, k]` names padded with `b''`, or a
+  `tf.SparseTensor` of names or ids, and become multi-hot `[batch, n_classes]`.
 
   Args:
     head: a classification head (`label_vocabulary` and `classes_from_ids`).
@@ -59,6 +62,10 @@ class LabelLookup(HostTransform):
     return features, labels
 
   def _lookup(self, labels: tf.Tensor) -> tf.Tensor:
+    if self._multi_hot and sparse_labels.is_sparse(labels):
+      return sparse_labels.multi_hot_from_sparse(
+          labels, len(self._vocabulary), self._head._describe(),  # pylint: disable=protected-access
+          self._table, self._vocabulary)
     if labels.dtype != tf.string:
       return labels
     ids = self._table.lookup(labels)
@@ -84,10 +91,19 @@ class LabelLookup(HostTransform):
 
 
 def host_transforms(head: Any) -> list[HostTransform]:
-  """The host transforms a head (or MultiHead) needs: one per head with a vocabulary."""
+  """The host transforms a head (or MultiHead) needs: one per head with a vocabulary
+  (`LabelLookup`) or a MultiLabelHead's sparse labels (`sparse_labels.MultiHotLabels`)."""
   if hasattr(head, 'heads'):
-    return [LabelLookup(h, label_key=h.name, prediction_prefix=f'{h.name}/')
-            for h in head.heads if getattr(h, 'label_vocabulary', None) is not None]
-  if getattr(head, 'label_vocabulary', None) is None:
-    return []
-  return [LabelLookup(head)]
+    found = (_label_transform(h, h.name, f'{h.name}/') for h in head.heads)
+    return [t for t in found if t is not None]
+  transform = _label_transform(head)
+  return [] if transform is None else [transform]
+
+
+def _label_transform(head: Any, label_key: str | None = None,
+                     prediction_prefix: str = '') -> HostTransform | None:
+  if getattr(head, 'label_vocabulary', None) is not None:
+    return LabelLookup(head, label_key, prediction_prefix)
+  if type(head).__name__ == 'MultiLabelHead':
+    return sparse_labels.MultiHotLabels(head, label_key)
+  return None

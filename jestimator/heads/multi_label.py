@@ -40,9 +40,12 @@ def multi_hot_from_ids(ids: Any, n_classes: int) -> jax.Array:
 class MultiLabelHead(base.Head):
   """Multi-label classification with logits `[batch, n_classes]` (tf.estimator.MultiLabelHead).
 
-  Labels: multi-hot `[batch, n_classes]` of 0/1. tf.estimator also takes a
-  SparseTensor of ids; here convert padded ids with `multi_hot_from_ids`.
-  With `label_vocabulary` the id of a name is its position in the list.
+  Labels: multi-hot `[batch, n_classes]` of 0/1. A `tf.SparseTensor` of ids
+  (or of names, with `label_vocabulary`), as `tf.io.parse_example` gives for a
+  `VarLenFeature`, becomes multi-hot in the input pipeline: pass
+  `input_transforms=heads.host_transforms(head)` (see `sparse_labels`).
+  Padded ids already on device: `multi_hot_from_ids`. With
+  `label_vocabulary` the id of a name is its position in the list.
 
   Predictions: `logits`, `probabilities` (sigmoid) `[batch, n_classes]`;
   `classes` `[batch, n_classes]`: every class id, as ids on device (map with

@@ -44,14 +44,19 @@ def _is_tensor_tree(x) -> bool:
 
 def check_element_spec(dataset: tf.data.Dataset) -> None:
   """Rejects sparse/ragged components (after the host transforms), naming them."""
+  element = dataset.element_spec
+  pair = isinstance(element, tuple) and len(element) == 2
   flat = jax.tree_util.tree_flatten_with_path(
-      dataset.element_spec, is_leaf=lambda x: isinstance(x, tf.TypeSpec))[0]
+      element, is_leaf=lambda x: isinstance(x, tf.TypeSpec))[0]
   for path, spec in flat:
     if isinstance(spec, (tf.SparseTensorSpec, tf.RaggedTensorSpec)):
-      name = path_name(path)
-      raise TypeError(f'input {name!r} is a {type(spec).__name__[:-4]}: not supported here; '
-                      'densify it in the input_fn (e.g. tf.sparse.to_dense), or declare it '
-                      'with a feature column that takes sparse input.')
+      is_label = pair and path[0].idx == 1  # '1/...': the labels of (features, labels)
+      hint = (' (a MultiLabelHead\'s sparse labels: input_transforms='
+              'je.heads.host_transforms(head) makes them multi-hot)' if is_label else
+              ', or declare it with a feature column that takes sparse input')
+      raise TypeError(f'input {path_name(path)!r} is a {type(spec).__name__[:-4]}: not '
+                      'supported here; densify it in the input_fn (e.g. tf.sparse.to_dense)'
+                      f'{hint}.')
 
 
 def normalize(returned: Any, mode: str) -> Any:
