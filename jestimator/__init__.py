@@ -14,18 +14,25 @@
 
 from jestimator import (canned, distribute, feature_column, heads, hooks, inputs, layers, metrics,
                         optimizers)
+from jestimator.checkpoint import CheckpointDiskFullError, CheckpointReadError
+from jestimator.checkpoint_check import CheckpointMismatchError
 from jestimator.config import RunConfig
 from jestimator.estimator import Estimator
+from jestimator.model_dir_lock import ModelDirLockedError
 from jestimator.train_loop import NanLossDuringTrainingError
 from jestimator.inputs import InputContext
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.training.checks import InvalidInputError, check
 from jestimator.training.mask import example_mask, masked_mean
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'ModeKeys',
-    'NanLossDuringTrainingError', 'RunConfig', 'canned', 'distribute', 'example_mask',
+    'CheckpointDiskFullError', 'CheckpointMismatchError', 'CheckpointReadError',
+    'ModelDirLockedError',
+    'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'InvalidInputError',
+    'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute',
+    'example_mask',
     'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',
 ]

@@ -42,7 +42,9 @@ class RunConfig:
     data_axis: the mesh axis the batch is split on.
     rng_streams: Flax RNG stream names fed to the model_fn every step.
     async_checkpoints: write checkpoints in the background (orbax async).
-    progress_bar: show tqdm bars for train (known total), evaluate, predict.
+    progress_bar: show tqdm bars for train (known total), evaluate, predict:
+      True, False, or 'auto' (only in a terminal or a Jupyter notebook, never
+      as carriage-return floods in CI logs).
     steps_per_loop: train steps per host dispatch (a `lax.scan` over stacked
       batches); logs and step-based checkpoints still land on their steps
       (steps just before one run singly, so make those cadences multiples of
@@ -74,7 +76,7 @@ class RunConfig:
   data_axis: str = 'data'
   rng_streams: tuple[str, ...] = ('dropout',)
   async_checkpoints: bool = True
-  progress_bar: bool = True
+  progress_bar: bool | str = 'auto'
   steps_per_loop: int = 1
   gradient_accumulation_steps: int = 1
   partition_rules: Sequence[tuple[str, PartitionSpec]] | str | None = None
@@ -91,6 +93,11 @@ class RunConfig:
     if secs is _UNSET:
       secs = None if self.save_checkpoints_steps is not None else _DEFAULT_SECS
       object.__setattr__(self, 'save_checkpoints_secs', secs)
+    if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+      raise TypeError(f'RunConfig: seed must be an int, got {self.seed!r}.')
+    if self.progress_bar not in (True, False, 'auto'):
+      raise ValueError(f"RunConfig: progress_bar must be True, False or 'auto', got "
+                       f'{self.progress_bar!r}.')
     for name in ('steps_per_loop', 'gradient_accumulation_steps', 'prefetch_batches'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f'RunConfig: {name} must be an int >= 1, got {getattr(self, name)!r}.')
@@ -107,6 +114,16 @@ class RunConfig:
     object.__setattr__(self, 'rng_streams', tuple(self.rng_streams))
     if isinstance(self.partition_rules, list):
       object.__setattr__(self, 'partition_rules', tuple(tuple(r) for r in self.partition_rules))
+
+  @classmethod
+  def of(cls, config: 'RunConfig | None') -> 'RunConfig':
+    """`config`, or the defaults for None; anything else is a TypeError."""
+    if config is None:
+      return cls()
+    if not isinstance(config, cls):
+      raise TypeError(f'config must be a je.RunConfig, got {type(config).__name__}: '
+                      f'{config!r}.')
+    return config
 
   def replace(self, **changes) -> 'RunConfig':
     """A copy with `changes`; setting one checkpoint cadence clears the other."""

@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from jestimator.checkpoint import CheckpointStore
+from jestimator.checkpoint_check import check_restorable
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
 from jestimator.distribute.multiprocess import largest_over_processes
@@ -33,12 +34,13 @@ from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.sources import apply_transforms, normalize
 from jestimator.inputs.signature import Signature
+from jestimator.model_dir_lock import hold_model_dir
 from jestimator.reporting import logger, progress_bar
 from jestimator.spec import ModeKeys
-from jestimator.train_loop import MAX_INFLIGHT_STEPS, run_train_loop
+from jestimator.train_loop import MAX_INFLIGHT_STEPS, check_train_args, run_train_loop
+from jestimator.training import checks
 from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
-from jestimator.tree_paths import path_name
 from jestimator.training.transform import ModelFnModule, model_fn_args
 
 @dataclasses.dataclass
@@ -75,7 +77,7 @@ class Estimator:
     if feature_columns:
       input_transforms = (FeatureTransform(feature_columns, sparse_lengths), *input_transforms)
     self._transforms = tuple(input_transforms)
-    config = config or RunConfig()
+    config = RunConfig.of(config)
     if model_dir and config.model_dir and os.path.abspath(model_dir) != os.path.abspath(
         config.model_dir):
       raise ValueError(f'model_dir {model_dir!r} differs from config.model_dir '
@@ -101,7 +103,6 @@ class Estimator:
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
-    self._inference_cache = None
     self._live: _Live | None = None  # the state and input the last train() ended with
 
   # -- properties -----------------------------------------------------------
@@ -143,27 +144,23 @@ class Estimator:
 
   def get_variable_names(self) -> list[str]:
     """Names of the saved variables ('params/Dense_0/kernel', ..., 'global_step')."""
-    step = self._checkpoints().latest_step()
-    if step is None:
-      raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
-    flat = jax.tree_util.tree_flatten_with_path(self._checkpoints().abstract_variables(step))[0]
-    return sorted(path_name(p) for p, _ in flat) + ['global_step']
+    return sorted(self._checkpoints().variables_by_name(self._trained_step(), False)) + [
+        'global_step']
 
   def get_variable_value(self, name: str) -> np.ndarray:
     """The value of one saved variable, as numpy."""
     if name == 'global_step':
       return np.asarray(self._checkpoints().latest_step(), np.int64)
-    saved = self._saved_variables()
+    saved = self._checkpoints().variables_by_name(self._trained_step())
     if name not in saved:
       raise ValueError(f'variable {name!r} not in the checkpoint; names: {sorted(saved)}.')
     return saved[name]
 
-  def _saved_variables(self) -> dict[str, np.ndarray]:
+  def _trained_step(self) -> int:
     step = self._checkpoints().latest_step()
     if step is None:
       raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
-    flat = jax.tree_util.tree_flatten_with_path(self._checkpoints().variables_as_numpy(step))[0]
-    return {path_name(path): value for path, value in flat}
+    return step
 
   # -- input ------------------------------------------------------------------
 
@@ -201,59 +198,73 @@ class Estimator:
     equal 2N steps in one; another input_fn starts at its first batch, as
     does any input with `resume_input=False`. When this Estimator's last
     call ended at the newest checkpoint, the state and the live input simply
-    continue (nothing is restored).
+    continue (nothing is restored). A newest checkpoint that cannot be read
+    is skipped with a warning (and moved aside): training resumes from the
+    previous one. Only one train() at a time may write into a model_dir.
     """
-    if steps is not None and max_steps is not None:
-      raise ValueError('Can not provide both steps and max_steps.')
-    for name, value in (('steps', steps), ('max_steps', max_steps)):
-      if value is not None and value <= 0:
-        raise ValueError(f'Must specify {name} > 0, given: {value}')
+    hooks = check_train_args(steps, max_steps, hooks)
+    with hold_model_dir(self.model_dir):  # writable, and no other live trainer
+      return self._train(input_fn, hooks, steps, max_steps, resume_input)
+
+  def _train(self, input_fn, hooks, steps, max_steps, resume_input) -> 'Estimator':
     start = self._checkpoints().latest_step() or 0
     if max_steps is not None and start >= max_steps:
       logger.info('Skipping training since max_steps has already saved (global step %d).', start)
       return self
-    last = start + steps if steps is not None else max_steps
     live, self._live = self._live, None  # donated below; set again only on success
-    state, pipeline, signature = self._start_training(input_fn, start, resume_input, live)
+    state, pipeline, signature, start = self._start_training(input_fn, start, resume_input,
+                                                             live)
+    last = start + steps if steps is not None else max_steps
     state, step = run_train_loop(self, self._runner, self._checkpoints(), self._config,
                                  self._optimizer, self._train_metric_shapes, state, pipeline,
-                                 signature, start, last, list(hooks or []))
+                                 signature, start, last, hooks)
     self._live = _Live(step, state, pipeline, signature)
     return self
 
   def _start_training(self, input_fn, start, resume_input, live):
-    store, runner = self._checkpoints(), self._runner
+    """(state, pipeline, signature, start step): the state the previous call left in
+    memory if it is the newest checkpoint, else the newest checkpoint that can be read
+    (`_resume`), else a fresh state."""
+    if start and (live is None or live.step != start):
+      return self._checkpoints().restore_newest(
+          lambda step: self._resume(input_fn, step, resume_input), start, set_aside=True)
     pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
-    warm = live is not None and live.step == start  # memory holds the newest checkpoint
-    if (warm and resume_input and live.pipeline.fingerprint == pipeline.fingerprint and
-        live.pipeline.stack == pipeline.stack):
+    if start and resume_input and (live.pipeline.fingerprint, live.pipeline.stack) == (
+        pipeline.fingerprint, pipeline.stack):
       pipeline = live.pipeline  # the same input: its live iterator continues
-    elif start and resume_input and not warm:
-      if store.restore_input(start, pipeline) and pipeline.peek() is None:
-        logger.info('The input saved at step %d is exhausted; calling input_fn anew.', start)
-        pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
-    elif start and resume_input and warm:
+    elif start and resume_input:
       logger.info('The input differs from the one of the previous train() call: it starts '
                   'at its own first batch.')
     first = self._first(pipeline, ModeKeys.TRAIN)
     if start:
-      signature = (live.signature if warm else
-                   Signature.from_json(store.metadata(start)['signature']))
-      signature.check(*first)
-    else:
-      signature = Signature.of(*first)
-    if warm:
-      return live.state, pipeline, signature
-    batch = runner.feed.place(first)
+      live.signature.check(*first)
+      return live.state, pipeline, live.signature, start
+    signature = Signature.of(*first)
+    state = self._runner.init_state(self._config.seed, *self._place_train(first),
+                                    ModeKeys.TRAIN, self._optimizer)
+    return state, pipeline, signature, 0
+
+  def _resume(self, input_fn, step, resume_input):
+    """(state, pipeline, signature, step) from the checkpoint of `step`, input included."""
+    store = self._checkpoints()
+    signature = Signature.from_json(store.metadata(step)['signature'])
+    pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
+    if resume_input and store.restore_input(step, pipeline) and pipeline.peek() is None:
+      logger.info('The input saved at step %d is exhausted; calling input_fn anew.', step)
+      pipeline = self._pipeline(input_fn, ModeKeys.TRAIN, self._config.steps_per_loop)
+    first = self._first(pipeline, ModeKeys.TRAIN)
+    signature.check(*first)
+    abstract = self._runner.abstract_state(*self._place_train(first), ModeKeys.TRAIN,
+                                           self._optimizer)
+    return store.restore_state(step, abstract), pipeline, signature, step
+
+  def _place_train(self, first):
+    """The first batch on the mesh; the optimizer comes from tracing model_fn on it once."""
+    batch = self._runner.feed.place(first)
     if self._optimizer is None:
-      spec = runner.abstract_spec(*batch, ModeKeys.TRAIN)
+      spec = self._runner.abstract_spec(*batch, ModeKeys.TRAIN)
       self._optimizer, self._train_metric_shapes = spec.optimizer, spec.eval_metrics
-    if not start:
-      state = runner.init_state(self._config.seed, *batch, ModeKeys.TRAIN, self._optimizer)
-    else:
-      abstract = runner.abstract_state(*batch, ModeKeys.TRAIN, self._optimizer)
-      state = store.restore_state(start, abstract)
-    return state, pipeline, signature
+    return batch
 
   # -- evaluate / predict -------------------------------------------------------
 
@@ -264,7 +275,7 @@ class Estimator:
     batch is first checked against the signature the checkpoint was trained
     with, so a missing or reshaped feature is named before anything compiles.
     """
-    store = self._checkpoints()
+    store, place = self._checkpoints(), self._runner.place_abstract
     if checkpoint_path is not None:
       directory, name = os.path.split(os.path.normpath(os.path.abspath(checkpoint_path)))
       if not name.isdigit() or not os.path.isdir(checkpoint_path):
@@ -272,14 +283,18 @@ class Estimator:
                          "'<model_dir>/<step>', as latest_checkpoint() returns.")
       store = (self._checkpoints() if directory == self._checkpoints().directory
                else CheckpointStore(directory, None, False))
-      step = int(name)
-    else:
-      step = store.latest_step()
-    if step is not None:
-      variables, signature = self._restore_for_inference(store, step)
-      signature.check(*first, check_labels=mode == ModeKeys.EVAL)
+      found = int(name), store.restore_for_inference(int(name), place)
+    else:  # the newest checkpoint that can be read
+      found = store.restore_newest(lambda step: (step, store.restore_for_inference(step, place)))
+    if found is not None:
+      step, (variables, metadata) = found
+      Signature.from_json(metadata['signature']).check(*first,
+                                                       check_labels=mode == ModeKeys.EVAL)
     features, labels = self._runner.feed(first)
-    if step is None:
+    if found is not None:  # another model's checkpoint: name what differs
+      check_restorable(store.path(step), variables,
+                       self._runner.variable_shapes(features, labels, mode), (), ())
+    if found is None:
       logger.warning('Could not find trained model in model_dir: %s, running initialization '
                      'to %s.', self.model_dir, 'evaluate' if mode == ModeKeys.EVAL else 'predict')
       state = self._runner.init_state(self._config.seed, features, labels, mode, None)
@@ -287,25 +302,14 @@ class Estimator:
     rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)
     return variables, rng, step, (features, labels)
 
-  def _restore_for_inference(self, store: CheckpointStore, step: int):
-    """(variables, signature) of a checkpoint; kept while that step is unchanged on disk.
-
-    A finished orbax step is immutable, so repeated evaluate/predict calls on
-    the same checkpoint (a notebook loop) skip the restore.
-    """
-    path = store.path(step)
-    key = (path, os.stat(path).st_mtime_ns)
-    if self._inference_cache is None or self._inference_cache[0] != key:
-      signature = Signature.from_json(store.metadata(step)['signature'])
-      variables = store.restore_variables(
-          step, self._runner.place_abstract(store.abstract_variables(step)))
-      self._inference_cache = (key, (variables, signature))
-    return self._inference_cache[1]
-
   def evaluate(self, input_fn: Callable, steps: int | None = None,
                hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
                name: str | None = None) -> dict[str, Any]:
-    """Metrics over the input (every example exactly once), plus `loss` and `global_step`."""
+    """Metrics over the input (every example exactly once), plus `loss` and `global_step`.
+
+    A failed device check (`jestimator.check`: an invalid label or id) raises
+    `InvalidInputError` after the last batch, naming the first bad batch.
+    """
     reject_hooks(hooks, 'evaluate')
     if steps is not None and steps <= 0:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
@@ -318,17 +322,20 @@ class Estimator:
     shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
     acc = self._runner.zeros_like_shapes(shapes)
     eval_step, first_flag = self._runner.eval_step(variables), self._runner.true
+    checked = self._runner.empty_checks()
     total = steps if steps is not None else pipeline.num_batches
     inflight = collections.deque()
     with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
-      for features, labels, mask, _ in padded_batches(pipeline, self._runner, size, steps,
-                                                      self._config.prefetch_batches, True):
-        acc, done = eval_step(variables, rng, acc, features, labels, mask, first_flag)
+      for i, (features, labels, mask, _) in enumerate(padded_batches(
+          pipeline, self._runner, size, steps, self._config.prefetch_batches, True)):
+        acc, checked, done = eval_step(variables, rng, acc, checked, features, labels, mask,
+                                       first_flag, self._runner.scalar(i, np.int32))
         first_flag = self._runner.false
         inflight.append(done)
         if len(inflight) > MAX_INFLIGHT_STEPS:
           inflight.popleft().block_until_ready()
         bar.update(1)
+    checks.raise_if_failed(checked, 'evaluate')
     results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}
     results['global_step'] = np.int64(global_step)
     logger.info('Evaluation%s at global step %d: %s', f' {name!r}' if name else '', global_step,
@@ -342,7 +349,8 @@ class Estimator:
     """Yields one prediction per input example, in input order (padding stripped).
 
     With several processes, each process yields the predictions of its own
-    input (its input_fn's examples), in its input order.
+    input (its input_fn's examples), in its input order. A failed device check
+    (`jestimator.check`) raises `InvalidInputError` after the last prediction.
     """
     reject_hooks(hooks, 'predict')
     if isinstance(predict_keys, str):
@@ -353,16 +361,20 @@ class Estimator:
     variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
                                            pad_batch(first, size)[0])
     predict_step = self._runner.predict_step(variables)
+    checked = self._runner.empty_checks()
     pending = collections.deque()
     with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:
-      for features, _, mask, n in padded_batches(pipeline, self._runner, size, None,
-                                                 self._config.prefetch_batches):
-        pending.append((predict_step(variables, rng, features, mask), n))
+      for i, (features, _, mask, n) in enumerate(padded_batches(
+          pipeline, self._runner, size, None, self._config.prefetch_batches)):
+        predictions, checked = predict_step(variables, rng, checked, features, mask,
+                                            self._runner.scalar(i, np.int32))
+        pending.append((predictions, n))
         if len(pending) > 1:
           yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
         bar.update(1)
       while pending:
         yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
+    checks.raise_if_failed(checked, 'predict')
 
   def _unbatch(self, predictions, n, predict_keys, single) -> Iterator[Any]:
     if jax.process_count() > 1:  # this process's own rows of the global batch

@@ -9,6 +9,7 @@ many processes only process 0 logs and draws.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import jax
@@ -18,8 +19,18 @@ from tqdm.auto import tqdm
 logger = logging.getLogger('jestimator')
 
 
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool):
-  """A tqdm bar (disabled when `enabled` is False or there is no total to show)."""
+def _interactive() -> bool:
+  """A terminal or a Jupyter kernel: where a bar is drawn in place, not as `\r` floods."""
+  if 'ipykernel' in sys.modules:
+    return True
+  return bool(getattr(sys.stderr, 'isatty', lambda: False)())
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool | str):
+  """A tqdm bar; `enabled='auto'` draws it only in a terminal or a notebook. Disabled
+  without a total to show, and on processes other than 0."""
+  if enabled == 'auto':
+    enabled = _interactive()
   enabled = enabled and bool(total) and jax.process_index() == 0
   return tqdm(total=total, desc=desc, unit=unit, disable=not enabled,
               dynamic_ncols=True, leave=False)

@@ -70,6 +70,10 @@ class EstimatorSpec:
     for reserved in ('loss', 'global_step'):
       if reserved in eval_metrics:
         raise ValueError(f'EstimatorSpec: eval_metrics may not use the reserved name {reserved!r}.')
+    for name, metric in eval_metrics.items():
+      if not (hasattr(metric, 'merge') and hasattr(metric, 'compute')):
+        raise TypeError(f'EstimatorSpec: eval_metrics[{name!r}] must be a metric state (e.g. '
+                        f'je.metrics.Mean.from_model_output(...)), got {type(metric).__name__}.')
     self.mode = mode
     self.predictions = predictions
     self.loss = loss

@@ -6,6 +6,8 @@ placement on the mesh) while this loop dispatches the compiled train step
 log (every `log_step_count_steps`), to save, and to keep at most
 `MAX_INFLIGHT_STEPS` dispatches queued. Checkpoint cadence, hooks, the NaN
 guard and the progress bar live here; the math lives in `training/steps.py`.
+The device checks (`training/checks.py`: invalid labels and ids, user
+`je.check`s, a non-finite loss) are read at log steps and before every save.
 
 Saves happen only at *pause points*: steps that are multiples of
 `save_checkpoints_steps`, or, with time-based saving, of the log cadence (100
@@ -28,12 +30,15 @@ from jax.experimental import multihost_utils
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.hooks.base import Hook, RunContext
-from jestimator.inputs.feeder import Feeder
+from jestimator.inputs.feeder import background_pays, make_feeder
 from jestimator.inputs.padding import batch_size_of
 from jestimator.inputs.pipeline import Chunk, InputPipeline
 from jestimator.inputs.signature import Signature
+from jestimator.lifecycle.preemption import PreemptionGuard
 from jestimator.reporting import StepLogger, logger, progress_bar
+from jestimator.training import checks
 from jestimator.training.runner import Runner, shardings_of
+from jestimator.training.steps import NAN_LOSS
 from jestimator.training.train_state import TrainState
 
 # Steps the host may run ahead of the device. Bounding it caps memory and
@@ -47,6 +52,24 @@ class NanLossDuringTrainingError(RuntimeError):
   """The training loss became NaN or infinite."""
 
 
+def check_train_args(steps, max_steps, hooks) -> list[Hook]:
+  """Validates `train()`'s arguments (tf.estimator's rules and wording); the hooks as a list."""
+  if steps is not None and max_steps is not None:
+    raise ValueError('Can not provide both steps and max_steps.')
+  for name, value in (('steps', steps), ('max_steps', max_steps)):
+    if value is not None and (not isinstance(value, (int, np.integer)) or
+                              isinstance(value, bool)):
+      raise TypeError(f'{name} must be an int, given: {value!r}.')
+    if value is not None and value <= 0:
+      raise ValueError(f'Must specify {name} > 0, given: {value}')
+  hooks = list(hooks or [])
+  for hook in hooks:
+    if not all(callable(getattr(hook, m, None)) for m in ('begin', 'after_step', 'end')):
+      raise TypeError(f'hooks must be je.hooks.Hook instances (begin / after_step / end); '
+                      f'got {type(hook).__name__}: {hook!r}.')
+  return hooks
+
+
 def _pause_every(config: RunConfig) -> tuple[int, ...]:
   """Cadences of the steps where a checkpoint may be saved."""
   if config.save_checkpoints_steps:
@@ -54,10 +77,6 @@ def _pause_every(config: RunConfig) -> tuple[int, ...]:
   if config.save_checkpoints_secs is not None:
     return (config.log_step_count_steps or _SYNC_EVERY,)
   return ()
-
-
-def is_pause_point(step: int, config: RunConfig) -> bool:
-  return any(step % every == 0 for every in _pause_every(config))
 
 
 def _chunk(step: int, config: RunConfig, last: int | None) -> int:
@@ -153,7 +172,7 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   state_shardings = shardings_of(state)
   single = runner.train_step(optimizer, state_shardings)
   stacked = None
-  nan_step = runner.scalar(-1, np.int32)
+  checked = runner.empty_checks()  # the first failed device check (NaN loss included)
   metrics = runner.zeros_like_shapes(metric_shapes)
   reset = runner.true
   step_logger = StepLogger(config.log_step_count_steps, start, size * jax.process_count())
@@ -164,25 +183,35 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   loss, ended = None, False
   secs_due = _secs_due_fn(config)
 
-  def check_finite():
-    bad = int(nan_step)
-    if bad >= 0:
+  def raise_failed_checks():
+    """Reads the check slot (a sync the caller makes anyway) and raises its failure."""
+    failure = checks.read(checked)
+    if failure is None:
+      return
+    kept = (f'the last checkpoint (step {saved_step}) is kept.' if saved_step else
+            'no checkpoint was written.')
+    if failure.template == NAN_LOSS:
       raise NanLossDuringTrainingError(
-          f'NaN loss during training at global step {bad}; the last checkpoint '
-          f'(step {saved_step}) is kept.')
+          f'NaN loss during training at global step {failure.step}; {kept}')
+    raise checks.InvalidInputError(f'At global step {failure.step}: {failure.message} '
+                                   f'{kept[0].upper()}{kept[1:]}')
 
   def save():
     nonlocal saved_step, saved_time
-    check_finite()
+    raise_failed_checks()
     store.save(step, state, pipeline.capture(), {**meta, 'global_step': step})
     saved_step, saved_time = step, time.monotonic()
 
   for hook in hooks:
     hook.begin(ctx)
-  feeder = Feeder(_TrainInput(pipeline, signature, runner, config, last), start,
-                  config.prefetch_batches, lambda s: is_pause_point(s, config))
+  every = _pause_every(config)
+  pause_point = (lambda s: s % every[0] == 0) if every else (lambda s: False)
+  feeder = make_feeder(_TrainInput(pipeline, signature, runner, config, last),
+                       background=background_pays(pipeline), start=start,
+                       depth=config.prefetch_batches, pause_after=pause_point)
   bar = progress_bar(None if last is None else last - start, 'train', 'step',
                      config.progress_bar)
+  guard = PreemptionGuard().__enter__()
   try:
     while last is None or step < last:
       try:
@@ -192,20 +221,20 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
         break
       if item.stacked is not None:
         stacked = stacked or runner.train_step(optimizer, state_shardings, stacked=True)
-        state, nan_step, loss, metrics = stacked(state, nan_step, metrics, reset, *item.stacked)
+        state, checked, loss, metrics = stacked(state, checked, metrics, reset, *item.stacked)
         reset = runner.false
       for batch in item.singles or ():
-        state, nan_step, loss, metrics = single(state, nan_step, metrics, reset, *batch)
+        state, checked, loss, metrics = single(state, checked, metrics, reset, *batch)
         reset = runner.false
       step += item.n
       inflight.append(loss)
       if len(inflight) > MAX_INFLIGHT_STEPS:
         inflight.popleft().block_until_ready()
       if step_logger.due(step):
-        check_finite()
+        raise_failed_checks()
         step_logger.log(step, float(loss), metrics)
         reset = runner.true
-      if is_pause_point(step, config):
+      if pause_point(step):
         if config.save_checkpoints_steps or secs_due(saved_time):
           save()
         feeder.resume()
@@ -214,6 +243,10 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
         hook.after_step(ctx)
       bar.update(item.n)
       if ctx.stop_requested:
+        break
+      if guard.requested(step):
+        logger.warning('%s received: stopping at global step %d and saving a checkpoint there.',
+                       guard.signal_name or 'Preemption notice', step)
         break
     if ended:
       logger.info('Input ended at global step %d.', step)
@@ -225,6 +258,7 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
     if loss is not None:
       logger.info('Loss for final step: %s.', float(loss))
   finally:
+    guard.__exit__()
     feeder.close()
     bar.close()
     store.wait()

@@ -199,8 +199,11 @@ def test_k_stacked_feeding_equals_one_step_per_dispatch(tmp_path, k, log, save):
                                err_msg=name)
 
 
-def test_hook_stop_between_pause_points_resumes_exactly(tmp_path):
+@pytest.mark.parametrize('background', [True, False])
+def test_hook_stop_between_pause_points_resumes_exactly(tmp_path, monkeypatch, background):
   """The feeder's read-ahead is handed back: the saved position is the consumed one."""
+  import jestimator.train_loop
+  monkeypatch.setattr(jestimator.train_loop, 'background_pays', lambda pipeline: background)
   config = je.RunConfig(save_checkpoints_steps=10, prefetch_batches=3)
   whole = je.Estimator(mlp_model_fn, str(tmp_path / 'whole'), config, PARAMS)
   whole.train(shuffled_input_fn, max_steps=16)
@@ -256,3 +259,24 @@ def test_fingerprint_is_stable_across_rebuilds_and_tells_inputs_apart():
   x = np.arange(10.0)
   assert fingerprint(tf.data.Dataset.from_tensor_slices(x)) != fingerprint(
       tf.data.Dataset.from_tensor_slices(x + 1))  # constants are part of the input
+
+
+def test_progress_bar_auto_draws_only_in_a_terminal_or_notebook(monkeypatch):
+  import io
+  import sys
+  from jestimator import reporting
+  assert je.RunConfig().progress_bar == 'auto'
+  monkeypatch.setattr(sys, 'stderr', io.StringIO())  # a CI log: no bar
+  assert reporting.progress_bar(10, 'train', 'step', 'auto').disable
+  monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
+  with reporting.progress_bar(10, 'train', 'step', 'auto') as bar:
+    assert not bar.disable
+  with pytest.raises(ValueError, match="progress_bar must be True, False or 'auto'"):
+    je.RunConfig(progress_bar='yes')
+
+
+def test_features_and_labels_with_different_batch_sizes_are_named_on_the_host(model_dir):
+  est = je.Estimator(mlp_model_fn, model_dir)
+  mismatched = lambda: [({'x': X[:32]}, Y[:31])]
+  with pytest.raises(ValueError, match="feature 'x' has 32 examples but labels has 31"):
+    est.train(mismatched, steps=1)

@@ -49,8 +49,10 @@ class Partitioner:
     if check_unused and isinstance(self.rules, list):
       unused = [r.pattern for i, (r, _) in enumerate(self.rules) if i not in used]
       if unused:
+        names = sorted((path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]),
+                       key=lambda n: (not n.startswith('params/'), n))  # parameters first
         raise ValueError(f'partition rule {unused[0]!r} matches no parameter; names look like '
-                         f'{sorted(path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0])[:6]}.')
+                         f'{names[:6]}.')
     return out
 
   def _spec(self, name: str, shape: tuple[int, ...], used: set) -> P:

@@ -135,7 +135,12 @@ class CategoricalColumn(FeatureColumn):
     if ids.ndim != 2:
       raise ValueError(f'feature column {self.name!r}: {ids_key(self.name)!r} must be '
                        f'[batch, L], got shape {ids.shape}.')
-    return ids.astype(jnp.int32), None
+    ids = ids.astype(jnp.int32)
+    self.check_ids(ids)
+    return ids, None
+
+  def check_ids(self, ids) -> None:
+    """Device: asserts on this column's ids (`jestimator.check`); by default none."""
 
 
 def check_positive_int(value: Any, what: str, column: str) -> int:

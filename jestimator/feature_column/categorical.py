@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from jestimator.feature_column import base, host
+from jestimator.training import checks
 
 
 def _check_key(key, fn: str) -> str:
@@ -66,14 +67,23 @@ class IdentityColumn(base.CategoricalColumn):
   def width(self, cache: host.HostCache) -> int:
     return cache.width(self.key, self.name)
 
+  def check_ids(self, ids) -> None:
+    """Device: without a default_value every id is in `[0, num_buckets)` (-1: no id)."""
+    if self.default_value is None:
+      checks.check((ids == -1) | ((ids >= 0) & (ids < self.number_buckets)),
+                   'feature column {column!r} (categorical_column_with_identity without '
+                   'default_value): id {id} is not in [0, {num_buckets}).',
+                   column=self.name, id=ids, num_buckets=self.number_buckets)
+
 
 def categorical_column_with_identity(key: str, num_buckets: int,
                                      default_value: int | None = None) -> IdentityColumn:
   """Integer ids in `[0, num_buckets)` (tf.feature_column.categorical_column_with_identity).
 
-  Dense -1 is missing. Without `default_value` other out-of-range values pass
-  through (the device half ignores them; tf would fail in an embedding
-  lookup); with it they become `default_value`.
+  Dense -1 is missing. With `default_value` out-of-range values become it;
+  without, the device half checks them (`jestimator.check`): training raises
+  `InvalidInputError` naming the column, the id and the global step at the
+  next log/save sync, evaluate and predict at their end.
   """
   _check_key(key, 'categorical_column_with_identity')
   base.check_positive_int(num_buckets, 'num_buckets', f'categorical_column_with_identity {key!r}')

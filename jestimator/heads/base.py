@@ -11,10 +11,13 @@ supplies `logits_dimension`, `_processed_labels`, `_unweighted_loss`,
 
 All of it is pure and traceable: build a head inside a model_fn and call it on
 traced arrays. Shapes are static, so wrong shapes, a missing weight column or
-unknown prediction keys raise `ValueError` at trace time. Label *values* can
-only be checked when they are concrete (numpy or non-traced arrays); under jit
-an invalid label (an id out of range, a binary label outside [0, 1]) makes its
-per-example loss NaN instead, which training reports as a NaN loss.
+unknown prediction keys raise `ValueError` at trace time. Label *values* are
+checked as tf.estimator's heads check them: at once when they are concrete
+(numpy or non-traced arrays); inside the Estimator's compiled steps as
+deferred device checks (`jestimator.check`), raised as `InvalidInputError`
+at the next log/save sync (the end of evaluate) with the head, the label and
+the global step. Under a plain `jax.jit` an invalid label makes its
+per-example loss NaN.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from jestimator.heads import losses
 from jestimator.heads.keys import MetricKeys, summary_key
 from jestimator.metrics.mean import Mean
 from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.training import checks
 
 
 class Head:
@@ -198,14 +202,25 @@ def dense_labels(labels: Any, logits: jax.Array, expected_dim: int, head: str) -
 
 
 def check_label_values(labels: jax.Array, valid: jax.Array, head: str, what: str) -> None:
-  """Raises ValueError naming the first invalid label, when the labels are concrete."""
+  """Labels must be `valid` (`what` says how): a ValueError now when they are
+  concrete, else a deferred device check (`jestimator.check`)."""
   if not is_concrete((labels, valid)):
+    checks.check(valid, '{head}: invalid label {label}; labels must be {what}.', head=head,
+                 label=labels, what=what)
     return
   bad = ~np.asarray(valid)
   if bad.any():
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     value = np.asarray(labels)[index].item()
     raise ValueError(f'{head}: invalid label {value!r} at index {index}; labels must be {what}.')
+
+
+def check_label_range(labels: jax.Array, n_classes: int, head: str,
+                      message: str | None = None) -> None:
+  """tf.estimator's `check_label_range`: labels `<= n_classes - 1`, then `>= 0` (its wording)."""
+  check_label_values(labels, labels <= n_classes - 1, head,
+                     message or f'<= n_classes - 1 (n_classes = {n_classes})')
+  check_label_values(labels, labels >= 0, head, message or '>= 0')
 
 
 def nan_where_invalid(loss: jax.Array, valid: jax.Array) -> jax.Array:

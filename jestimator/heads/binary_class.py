@@ -70,8 +70,7 @@ class BinaryClassHead(base.Head):
       raise ValueError(f'{self._describe()}: with a label_vocabulary, labels must be integer '
                        f'class ids (positions in the vocabulary), got dtype {labels.dtype}.')
     labels = labels.astype(jnp.float32)
-    base.check_label_values(labels, (labels >= 0) & (labels <= 1), self._describe(),
-                            'in [0, 1]')
+    base.check_label_range(labels, 2, self._describe())
     return labels
 
   def _unweighted_loss(self, labels: jax.Array, logits: jax.Array, features: Any) -> jax.Array:

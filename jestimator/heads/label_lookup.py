@@ -72,7 +72,8 @@ class LabelLookup(HostTransform):
     known = (ids >= 0) | (labels == b'') if self._multi_hot else ids >= 0
     unknown = tf.boolean_mask(labels, ~known)
     check = tf.debugging.Assert(tf.size(unknown) == 0, [
-        'label not in label_vocabulary', tf.constant(str(list(self._vocabulary))),
+        f'{self._head._describe()}: label not in label_vocabulary',  # pylint: disable=protected-access
+        tf.constant(str(list(self._vocabulary))),
         'unknown labels:', unknown], summarize=5)
     with tf.control_dependencies([check]):
       ids = tf.identity(ids)
@@ -106,4 +107,24 @@ def _label_transform(head: Any, label_key: str | None = None,
     return LabelLookup(head, label_key, prediction_prefix)
   if type(head).__name__ == 'MultiLabelHead':
     return sparse_labels.MultiHotLabels(head, label_key)
+  if hasattr(head, '_describe'):
+    return _DenseLabels(head, label_key)
   return None
+
+
+class _DenseLabels(HostTransform):
+  """Names the head when its labels arrive sparse (only a MultiLabelHead takes those).
+
+  The check runs when tf.data traces the map: no per-batch work beyond the map.
+  """
+
+  def __init__(self, head: Any, label_key: str | None):
+    self._head, self._label_key = head, label_key
+
+  def transform(self, features, labels, mode):
+    part = labels if labels is None or self._label_key is None else labels.get(self._label_key)
+    if sparse_labels.is_sparse(part):
+      raise TypeError(f'{self._head._describe()} takes dense labels [batch] or [batch, 1]; got '  # pylint: disable=protected-access
+                      f'a {type(part).__name__} (only a MultiLabelHead takes sparse labels): '
+                      'densify them in the input_fn (tf.sparse.to_dense).')
+    return features, labels

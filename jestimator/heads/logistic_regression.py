@@ -27,7 +27,7 @@ class LogisticRegressionHead(RegressionHead):
                      loss_reduction=loss_reduction, inverse_link_fn=jax.nn.sigmoid, name=name)
 
   def _label_check(self, labels: jax.Array):
-    return (labels >= 0) & (labels <= 1), 'in [0, 1]'
+    return (labels >= 0) & (labels <= 1), 'in range [0, 1]'
 
   def _base_loss(self, labels: jax.Array, logits: jax.Array) -> jax.Array:
     return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels)

@@ -77,8 +77,7 @@ class MultiClassHead(base.Head):
     if not jnp.issubdtype(labels.dtype, jnp.integer):
       raise ValueError(f'{self._describe()}: labels must be integer class ids, got dtype '
                        f'{labels.dtype}.')
-    base.check_label_values(labels, self._valid(labels), self._describe(),
-                            f'class ids in [0, {self._n_classes})')
+    base.check_label_range(labels, self._n_classes, self._describe())
     return labels
 
   def _unweighted_loss(self, labels: jax.Array, logits: jax.Array, features: Any) -> jax.Array:

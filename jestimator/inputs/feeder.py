@@ -26,6 +26,8 @@ import queue
 import threading
 from typing import Any, Callable
 
+import jax
+
 _END = object()
 
 
@@ -123,3 +125,51 @@ class Feeder:
   @property
   def alive(self) -> bool:
     return self._thread.is_alive()
+
+
+class InlineFeeder:
+  """`Feeder`'s interface, producing each item when the loop asks (no thread).
+
+  For a tf.data input on a CPU backend in one process: tf.data already runs
+  ahead in its own threads, and what remains (numpy views, a signature check)
+  is cheaper inline than a second Python thread contending for the GIL on
+  the cores that also run XLA (measured on 2 cores, dispatch-bound MLP:
+  0.88x vs 0.71x of a hand-written loop).
+  """
+
+  def __init__(self, produce: Callable[[int], tuple[Any, int]], start: int = 0, **unused):
+    del unused
+    self._produce, self._position, self._ended = produce, start, False
+
+  def get(self) -> Any:
+    if self._ended:
+      raise StopIteration
+    try:
+      item, n = self._produce(self._position)
+    except StopIteration:
+      self._ended = True
+      raise
+    self._position += n
+    return item
+
+  def resume(self) -> None:
+    pass
+
+  def close(self, timeout: float = 0.0) -> list:
+    del timeout
+    return []
+
+
+def make_feeder(produce: Callable[[int], tuple[Any, int]], *, background: bool, start: int = 0,
+                depth: int = 2, pause_after: Callable[[int], bool] | None = None,
+                name: str = 'jestimator-feeder'):
+  """A `Feeder` thread, or an `InlineFeeder` where a thread does not pay (see there)."""
+  if background:
+    return Feeder(produce, start, depth, pause_after, name)
+  return InlineFeeder(produce, start)
+
+
+def background_pays(pipeline) -> bool:
+  """Whether a feeder thread speeds this input up: not for tf.data in one CPU process."""
+  return not (pipeline.is_tf_data and jax.process_count() == 1 and
+              jax.default_backend() == 'cpu')

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from jestimator.distribute.multiprocess import all_processes
-from jestimator.inputs.feeder import Feeder
+from jestimator.inputs.feeder import background_pays, make_feeder
 from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.signature import Signature
@@ -57,7 +57,8 @@ def padded_batches(pipeline: InputPipeline, runner, size: int, steps: int | None
     padded, mask = pad_batch(batch, target(n))
     return (padded, runner.feed.place((*padded, mask)), n), 1
 
-  feeder = Feeder(produce, depth=depth, name='jestimator-eval-feeder')
+  feeder = make_feeder(produce, background=background_pays(pipeline), depth=depth,
+                       name='jestimator-eval-feeder')
   last, count = None, 0
   try:
     while True:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from typing import Any, Callable
 
 import jax
@@ -50,16 +51,26 @@ def _to_numpy(x):
 
 def _check_numeric(tree, what: str) -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = jax.tree_util.keystr(path) or what
+    key = jax.tree_util.keystr(path)
+    subject, be = (f'{what} {key}', 'is') if key else (f'{what}s', 'are')  # 'labels are'
     if not hasattr(leaf, 'dtype'):
-      raise TypeError(f'{what} {name} is a {type(leaf).__name__}, not an array: input_fn '
+      raise TypeError(f'{subject} {be} a {type(leaf).__name__}, not an array: input_fn '
                       'batches must be numpy arrays or tensors.')
     if leaf.dtype.kind in 'OSU':
-      raise TypeError(f'{what} {name} holds strings ({leaf.dtype}); JAX takes numbers only. '
-                      'Map strings to ids in the input_fn (e.g. a tf lookup table).')
+      raise TypeError(f'{subject} hold{"s" if be == "is" else ""} strings ({leaf.dtype}); JAX '
+                      'takes numbers only. Map strings to ids in the input_fn (e.g. a tf '
+                      'lookup table).')
     if leaf.ndim == 0:
-      raise ValueError(f'{what} {name} is a scalar; every feature and label needs a leading '
+      raise ValueError(f'{subject} {be} a scalar; every feature and label needs a leading '
                        'batch dimension (batch the dataset).')
+
+
+def _assertion(message: str) -> str:
+  """A tf.debugging.Assert's own words, without tf.data's graph and node names."""
+  found = re.search(r'assertion failed: (.*?)(?:\s*\[\[\{\{node|\s*\[Op:|\n|$)', message, re.S)
+  if found is None:
+    return message
+  return found.group(1).replace('] [', ' ').replace("\\'", "'").strip('[] ')
 
 
 def _split(element: Any, mode: str) -> tuple[Any, Any]:
@@ -109,6 +120,7 @@ class InputPipeline:
     self._element, self._offset = None, 0  # current host element [k, B, ...] and cut point
     self._pending: list = []  # single batches handed back (or restored), served first
     self._cardinality = -1
+    self.is_tf_data = isinstance(source, tf.data.Dataset)
     if isinstance(source, tf.data.Dataset):
       check_element_spec(source)
       self.fingerprint = fp.dataset_fingerprint(source)
@@ -154,7 +166,7 @@ class InputPipeline:
     except (StopIteration, tf.errors.OutOfRangeError):
       return None
     except tf.errors.InvalidArgumentError as e:  # a failed check in the tf.data graph
-      raise ValueError(f'the input pipeline rejected a batch: {e.message}') from None
+      raise ValueError(f'the input pipeline rejected a batch: {_assertion(e.message)}') from None
     if isinstance(element, list):
       element = tuple(element)
     element = jax.tree.map(_to_numpy, element)

@@ -39,7 +39,10 @@ class Signature:
 
   @classmethod
   def of(cls, features: Any, labels: Any) -> 'Signature':
-    return cls(leaf_specs(features), None if labels is None else leaf_specs(labels))
+    """The signature of this batch (whose features and labels must agree on its size)."""
+    signature = cls(leaf_specs(features), None if labels is None else leaf_specs(labels))
+    signature.check(features, labels)
+    return signature
 
   def to_json(self) -> dict:
     enc = lambda d: None if d is None else {k: [list(s), t] for k, (s, t) in d.items()}
@@ -57,7 +60,10 @@ class Signature:
     one tuple (a few microseconds), so the hot loop can check every batch.
     """
     leaves, treedef = jax.tree.flatten((features, labels if check_labels else None))
-    fast = (treedef, tuple((np.shape(x)[1:], x.dtype) for x in leaves))
+    shapes = [np.shape(x) for x in leaves]
+    if len({s[:1] for s in shapes}) > 1:
+      _raise_batch_mismatch(features, labels if check_labels else None)
+    fast = (treedef, tuple((s[1:], x.dtype) for s, x in zip(shapes, leaves)))
     if fast == self._fast:
       return
     _check_part('feature', self.features, leaf_specs(features))
@@ -66,6 +72,16 @@ class Signature:
         raise ValueError('labels are missing: the model was built with labels, got None.')
       _check_part('label', self.labels, leaf_specs(labels))
     self._fast = fast
+
+
+def _raise_batch_mismatch(features: Any, labels: Any) -> None:
+  """Every feature and label must hold the same number of examples: name two that differ."""
+  sizes = [(f'{kind} {name!r}' if name else f'{kind}s', shape[0] if shape else None)
+           for kind, tree in (('feature', features), ('label', labels)) if tree is not None
+           for name, (shape, _) in leaf_specs(tree).items()]
+  (first, n), (other, m) = sizes[0], next(x for x in sizes if x[1] != sizes[0][1])
+  raise ValueError(f'{first} has {n} examples but {other} has {m}: every feature and label of '
+                   'a batch needs the same batch size (leading dimension).')
 
 
 def _check_part(kind: str, expected: dict, got: dict) -> None:
@@ -80,5 +96,6 @@ def _check_part(kind: str, expected: dict, got: dict) -> None:
   for name, (shape, dtype) in expected.items():
     g_shape, g_dtype = got[name]
     if g_shape[1:] != tuple(shape[1:]) or len(g_shape) != len(shape) or g_dtype != dtype:
-      raise ValueError(f'{kind} {name!r}: expected shape {_fmt(shape, dtype)}, '
+      shown = f'{kind} {name!r}' if name else f'{kind}s'  # one bare array: 'labels'
+      raise ValueError(f'{shown}: expected shape {_fmt(shape, dtype)}, '
                        f'got {_fmt(g_shape, g_dtype)}.')

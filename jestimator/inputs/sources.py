@@ -54,7 +54,10 @@ def check_element_spec(dataset: tf.data.Dataset) -> None:
       hint = (' (a MultiLabelHead\'s sparse labels: input_transforms='
               'je.heads.host_transforms(head) makes them multi-hot)' if is_label else
               ', or declare it with a feature column that takes sparse input')
-      raise TypeError(f'input {path_name(path)!r} is a {type(spec).__name__[:-4]}: not '
+      name = path_name(path)
+      if pair:  # (features, labels): name the part, not its index
+        name = ('labels' if is_label else 'features') + name[1:]
+      raise TypeError(f'input {name!r} is a {type(spec).__name__[:-4]}: not '
                       'supported here; densify it in the input_fn (e.g. tf.sparse.to_dense)'
                       f'{hint}.')
 
@@ -63,6 +66,11 @@ def normalize(returned: Any, mode: str) -> Any:
   """The input_fn's return value as a `tf.data.Dataset`, a grain object or an iterable."""
   if isinstance(returned, tf.data.Dataset):
     return returned
+  if (isinstance(returned, tuple) and len(returned) != 2 and returned and
+      all(_is_tensor_tree(v) or _is_batch_leaf(v) for v in returned)):
+    raise TypeError(f'input_fn returned a tuple of {len(returned)} tensors/arrays; expected '
+                    '(features, labels) or features alone (a weight goes into features, '
+                    'named by the head\'s weight_column).')
   if _is_tensor_tree(returned):
     dataset = tf.data.Dataset.from_tensors(returned)
     return dataset.repeat() if mode == ModeKeys.TRAIN else dataset

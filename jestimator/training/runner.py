@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jestimator.distribute.feeding import BatchFeeder
 from jestimator.distribute.mesh import batch_sharded, replicated
 from jestimator.distribute.partitioning import Partitioner
-from jestimator.training import steps
+from jestimator.training import checks, steps
 from jestimator.training.train_state import TrainState
 
 _SEED = jax.ShapeDtypeStruct((2,), jnp.uint32)
@@ -62,6 +62,7 @@ class Runner:
     self._eval: dict = {}
     self._predict: dict = {}
     self._metric_shapes: dict = {}
+    self._variable_shapes: dict = {}
     self.true, self.false = self.scalar(True, np.bool_), self.scalar(False, np.bool_)
 
   # -- initialisation ------------------------------------------------------
@@ -86,6 +87,15 @@ class Runner:
     _, shapes, shardings = self._state_shapes(features, labels, mode, optimizer)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, shardings)
+
+  def variable_shapes(self, features, labels, mode: str) -> Any:
+    """Shapes and dtypes of the variables the model_fn builds for these inputs (traced
+    once per input layout): what a checkpoint must hold to serve evaluate/predict."""
+    leaves, treedef = jax.tree.flatten((features, labels))
+    key = (mode, treedef, tuple((np.shape(x), np.dtype(x.dtype)) for x in leaves))
+    if key not in self._variable_shapes:
+      self._variable_shapes[key] = self._state_shapes(features, labels, mode, None)[1].variables
+    return self._variable_shapes[key]
 
   def place_abstract(self, abstract_variables: Any) -> Any:
     """`abstract_variables` (shapes, dtypes) with the partition rules' shardings."""
@@ -142,9 +152,9 @@ class Runner:
       step = steps.make_eval_step(steps.make_eval_metrics_fn(self.module, self.streams))
       self._eval[key] = jax.jit(
           step,
-          in_shardings=(shardings, self._repl, self._repl, self._batch, self._batch,
-                        self._batch, self._repl),
-          out_shardings=(self._repl, self._repl), donate_argnums=(2,))
+          in_shardings=(shardings, self._repl, self._repl, self._repl, self._batch,
+                        self._batch, self._batch, self._repl, self._repl),
+          out_shardings=(self._repl, self._repl, self._repl), donate_argnums=(2, 3))
     return self._eval[key]
 
   def predict_step(self, variables) -> Callable:
@@ -154,8 +164,9 @@ class Runner:
     if key not in self._predict:
       self._predict[key] = jax.jit(
           steps.make_predict_step(self.module, self.streams),
-          in_shardings=(shardings, self._repl, self._batch, self._batch),
-          out_shardings=self._batch)
+          in_shardings=(shardings, self._repl, self._repl, self._batch, self._batch,
+                        self._repl),
+          out_shardings=(self._batch, self._repl), donate_argnums=(2,))
     return self._predict[key]
 
   def zeros_like_shapes(self, shapes) -> Any:
@@ -165,3 +176,7 @@ class Runner:
 
   def scalar(self, value, dtype) -> jax.Array:
     return jax.device_put(np.asarray(value, dtype), self._repl)
+
+  def empty_checks(self) -> checks.CheckSlot:
+    """A replicated `CheckSlot` with no failure (threaded through the steps)."""
+    return jax.device_put(checks.empty_slot(), self._repl)

@@ -17,8 +17,12 @@ import optax
 
 from jestimator.metrics.mean import Mean
 from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.training import checks
 from jestimator.training.mask import mask_scope
 from jestimator.training.train_state import TrainState
+
+
+NAN_LOSS = 'NaN loss during training'  # the message of the loss check (NanLossDuringTrainingError)
 
 
 def step_rngs(rng: jax.Array, step: jax.Array, streams: Sequence[str]) -> dict[str, jax.Array]:
@@ -33,6 +37,13 @@ def _apply(module, variables, features, labels, mode, rngs) -> tuple[EstimatorSp
   if not mutable:
     return module.apply(variables, features, labels, mode, rngs=rngs), {}
   return module.apply(variables, features, labels, mode, rngs=rngs, mutable=mutable)
+
+
+def _apply_checked(module, variables, features, labels, mode, rngs, at):
+  """`_apply`, plus the first failure of the device checks the model_fn made, at step `at`."""
+  with checks.collecting() as found:
+    spec, updates = _apply(module, variables, features, labels, mode, rngs)
+  return spec, updates, checks.first_failure(found, at)
 
 
 def make_init_fn(module, streams: Sequence[str], optimizer: optax.GradientTransformation | None,
@@ -93,15 +104,16 @@ def _merge_across(metrics: dict, axis_name: str, size: int) -> dict:
 def make_train_step(module, optimizer: optax.GradientTransformation,
                     streams: Sequence[str], accumulation_steps: int = 1,
                     axis: tuple[str, int] | None = None) -> Callable:
-  """`train_step(state, nan_step, metrics, reset, features, labels)`
-  `-> (state, nan_step, loss, metrics)`.
+  """`train_step(state, checked, metrics, reset, features, labels)`
+  `-> (state, checked, loss, metrics)`.
 
-  `nan_step` is an int32 scalar: -1 until a step's loss is not finite, then
-  that step. The host reads it only when it logs or saves, so a NaN costs no
-  per-step sync yet is never checkpointed. `metrics` accumulates the metric
-  states the spec declares in TRAIN (from the forward pass, before the
-  update), restarting from this step's states when `reset` is True; the host
-  reads them at log steps. With `accumulation_steps=k` the batch is split into
+  `checked` is a `checks.CheckSlot`: the first failed device check (the
+  model_fn's, its heads' and feature columns', then a non-finite loss) and
+  its global step. The host reads it only when it logs or saves, so a check
+  costs no per-step sync yet a failing step is never checkpointed. `metrics`
+  accumulates the metric states the spec declares in TRAIN (from the forward
+  pass, before the update), restarting from this step's states when `reset`
+  is True; the host reads them at log steps. With `accumulation_steps=k` the batch is split into
   k micro-batches (a `lax.scan`, so memory is one micro-batch's), their
   gradients averaged into one update: the update of the whole batch when the
   loss is a mean over examples.
@@ -111,60 +123,67 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
   gradient of the replicated parameters is the global mean with no further
   collective (under check_vma, the transpose of their implicit broadcast
   already sums over devices; a second pmean would give N times the gradient);
-  metric states are all-gathered and merged, mutable collections averaged.
-  This assumes the loss is a mean over examples (a SUM-reduced loss would
-  need psum), and draws dropout masks and batch statistics per device, so
-  only deterministic, mean-loss models match the jit runner bit for bit.
+  metric states are all-gathered and merged, mutable collections averaged,
+  and the lowest-numbered failing device's check kept. This assumes the
+  loss is a mean over examples (a SUM-reduced loss would need psum), and
+  draws dropout masks and batch statistics per device, so only
+  deterministic, mean-loss models match the jit runner bit for bit.
   """
 
-  def grads(params, model_state, features, labels, rngs):
+  def grads(params, model_state, features, labels, rngs, at):
     def loss_fn(p):
-      spec, updates = _apply(module, {'params': p, **model_state}, features, labels,
-                             ModeKeys.TRAIN, rngs)
+      spec, updates, failed = _apply_checked(module, {'params': p, **model_state}, features,
+                                             labels, ModeKeys.TRAIN, rngs, at)
       loss = spec.loss if axis is None else jax.lax.pmean(spec.loss, axis[0])
-      return loss, (updates, spec.eval_metrics)
+      return loss, (updates, spec.eval_metrics, failed)
 
-    (loss, (updates, metrics)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (loss, (updates, metrics, failed)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
     if axis is not None:
       updates = jax.tree.map(lambda x: jax.lax.pmean(x, axis[0]), updates)
       metrics = _merge_across(metrics, *axis)
-    return loss, {**model_state, **updates}, metrics, g
+      failed = checks.agree(failed, axis[0])
+    return loss, {**model_state, **updates}, metrics, g, failed
 
-  def accumulated(params, model_state, features, labels, rngs):
+  def accumulated(params, model_state, features, labels, rngs, at):
     micro = _micro_batches((features, labels), accumulation_steps)
     micro_rngs = lambda i: {n: jax.random.fold_in(r, i) for n, r in rngs.items()}
     first = jax.tree.map(lambda x: x[0], micro)
-    loss, model_state, metrics, g = grads(params, model_state, *first, micro_rngs(0))
+    loss, model_state, metrics, g, failed = grads(params, model_state, *first, micro_rngs(0), at)
 
     def body(carry, xs):
-      loss_sum, model_state, metrics, g_sum = carry
+      loss_sum, model_state, metrics, g_sum, failed = carry
       i, batch = xs
-      loss, model_state, new, g = grads(params, model_state, *batch, micro_rngs(i))
+      loss, model_state, new, g, new_failed = grads(params, model_state, *batch,
+                                                    micro_rngs(i), at)
       metrics = {k: metrics[k].merge(v) for k, v in new.items()}
-      return (loss_sum + loss, model_state, metrics, jax.tree.map(jnp.add, g_sum, g)), None
+      return (loss_sum + loss, model_state, metrics, jax.tree.map(jnp.add, g_sum, g),
+              checks.merge(failed, new_failed)), None
 
     rest = jax.tree.map(lambda x: x[1:], micro)
-    (loss, model_state, metrics, g), _ = jax.lax.scan(
-        body, (loss, model_state, metrics, g), (jnp.arange(1, accumulation_steps), rest))
+    (loss, model_state, metrics, g, failed), _ = jax.lax.scan(
+        body, (loss, model_state, metrics, g, failed), (jnp.arange(1, accumulation_steps), rest))
     scale = 1.0 / accumulation_steps
-    return loss * scale, model_state, metrics, jax.tree.map(lambda x: x * scale, g)
+    return loss * scale, model_state, metrics, jax.tree.map(lambda x: x * scale, g), failed
 
   compute = grads if accumulation_steps == 1 else accumulated
 
-  def train_step(state: TrainState, nan_step, metrics, reset, features, labels):
+  def train_step(state: TrainState, checked, metrics, reset, features, labels):
     rngs = step_rngs(state.rng, state.step, streams)
     if axis is not None:  # each device draws its own dropout masks
       rngs = {n: jax.random.fold_in(r, jax.lax.axis_index(axis[0])) for n, r in rngs.items()}
-    loss, model_state, new_metrics, g = compute(state.params, state.model_state, features,
-                                                labels, rngs)
+    loss, model_state, new_metrics, g, failed = compute(state.params, state.model_state,
+                                                        features, labels, rngs, state.step)
     param_updates, opt_state = optimizer.update(g, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
         model_state=model_state, opt_state=opt_state)
-    nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), state.step, nan_step)
+    with checks.collecting() as found:
+      checks.check(jnp.isfinite(loss), NAN_LOSS)
+    failed = checks.merge(failed, checks.first_failure(found, state.step))
+    checked = checks.merge(checked, failed)
     merged = {k: metrics[k].merge(v) for k, v in new_metrics.items()}
     metrics = jax.tree.map(lambda m, n: jnp.where(reset, n, m), merged, new_metrics)
-    return new_state, nan_step, loss, metrics
+    return new_state, checked, loss, metrics
 
   return train_step
 
@@ -177,15 +196,15 @@ def make_multi_step(train_step: Callable) -> Callable:
   iterations_per_loop, Keras' steps_per_execution).
   """
 
-  def multi_step(state, nan_step, metrics, reset, features, labels):
+  def multi_step(state, checked, metrics, reset, features, labels):
     def body(carry, batch):
-      state, nan_step, metrics, reset = carry
-      state, nan_step, loss, metrics = train_step(state, nan_step, metrics, reset, *batch)
-      return (state, nan_step, metrics, jnp.zeros_like(reset)), loss
+      state, checked, metrics, reset = carry
+      state, checked, loss, metrics = train_step(state, checked, metrics, reset, *batch)
+      return (state, checked, metrics, jnp.zeros_like(reset)), loss
 
-    (state, nan_step, metrics, _), losses = jax.lax.scan(
-        body, (state, nan_step, metrics, reset), (features, labels))
-    return state, nan_step, losses[-1], metrics
+    (state, checked, metrics, _), losses = jax.lax.scan(
+        body, (state, checked, metrics, reset), (features, labels))
+    return state, checked, losses[-1], metrics
 
   return multi_step
 
@@ -209,30 +228,39 @@ def make_eval_metrics_fn(module, streams: Sequence[str]) -> Callable:
 
 
 def make_eval_step(metrics_fn: Callable) -> Callable:
-  """`eval_step(variables, rng, acc, features, labels, mask, first) -> (acc, done)`.
+  """`eval_step(variables, rng, acc, checked, features, labels, mask, first, batch)`
+  `-> (acc, checked, done)`.
 
   Merges this batch's metric states into `acc` on device; `first` (a bool
   scalar) makes the batch's states the new accumulator, so one executable
-  serves every batch and no metric needs a hand-written identity. `done` is
-  a scalar the host can wait on to bound the queue (`acc` itself is donated).
+  serves every batch and no metric needs a hand-written identity. `checked`
+  keeps the first failed device check with its batch index `batch` (int32),
+  read by the host after the last batch. `done` is a scalar the host can wait
+  on to bound the queue (`acc` and `checked` are donated).
   """
 
-  def eval_step(variables, rng, acc, features, labels, mask, first):
-    new = metrics_fn(variables, rng, features, labels, mask)
+  def eval_step(variables, rng, acc, checked, features, labels, mask, first, batch):
+    with checks.collecting() as found:
+      new = metrics_fn(variables, rng, features, labels, mask)
+    checked = checks.merge(checked, checks.first_failure(found, batch))
     merged = {k: acc[k].merge(v) for k, v in new.items()}
     acc = jax.tree.map(lambda m, n: jnp.where(first, n, m), merged, new)
-    return acc, acc['loss'].count
+    return acc, checked, acc['loss'].count
 
   return eval_step
 
 
 def make_predict_step(module, streams: Sequence[str]) -> Callable:
-  """`predict_step(variables, rng, features, mask) -> predictions` (padding kept)."""
+  """`predict_step(variables, rng, checked, features, mask, batch) -> (predictions, checked)`.
 
-  def predict_step(variables, rng, features, mask) -> Any:
+  Predictions keep the padding; `checked` keeps the first failed device check
+  with its batch index `batch`, read by the host after the last batch.
+  """
+
+  def predict_step(variables, rng, checked, features, mask, batch) -> Any:
     with mask_scope(mask):
-      spec, _ = _apply(module, variables, features, None, ModeKeys.PREDICT,
-                       step_rngs(rng, 0, streams))
-    return spec.predictions
+      spec, _, failed = _apply_checked(module, variables, features, None, ModeKeys.PREDICT,
+                                       step_rngs(rng, 0, streams), batch)
+    return spec.predictions, checks.merge(checked, failed)
 
   return predict_step
