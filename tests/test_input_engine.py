@@ -280,3 +280,29 @@ def test_features_and_labels_with_different_batch_sizes_are_named_on_the_host(mo
   mismatched = lambda: [({'x': X[:32]}, Y[:31])]
   with pytest.raises(ValueError, match="feature 'x' has 32 examples but labels has 31"):
     est.train(mismatched, steps=1)
+
+
+def test_a_state_that_fails_to_serialize_at_save_time_degrades_to_replay(tmp_path, monkeypatch,
+                                                                        caplog):
+  """A save never fails because of the input, even if serializing fails only later."""
+  from jestimator.inputs import pipeline as pipeline_module
+  real = pipeline_module.InputPipeline.capture
+
+  def failing_capture(self):
+    if self.kind == 'tf.data':
+      monkeypatch.setattr(self._iterator, '_serialize_to_tensors', lambda: (_ for _ in ()).throw(
+          tf.errors.FailedPreconditionError(None, None, 'SomeOp is stateful')))
+    return real(self)
+
+  monkeypatch.setattr(pipeline_module.InputPipeline, 'capture', failing_capture)
+  config = je.RunConfig(save_checkpoints_steps=4)
+  split = je.Estimator(mlp_model_fn, str(tmp_path / 'split'), config, PARAMS)
+  with caplog.at_level('WARNING', logger='jestimator'):
+    split.train(shuffled_input_fn, max_steps=6)
+  assert 'SomeOp is stateful' in caplog.text and split.latest_checkpoint().endswith('/6')
+  monkeypatch.setattr(pipeline_module.InputPipeline, 'capture', real)
+  split = je.Estimator(mlp_model_fn, str(tmp_path / 'split'), config, PARAMS)
+  split.train(shuffled_input_fn, max_steps=10)  # replays 6 batches: the seeded shuffle repeats
+  whole = je.Estimator(mlp_model_fn, str(tmp_path / 'whole'), config, PARAMS)
+  whole.train(shuffled_input_fn, max_steps=10)
+  _assert_same(params_of(whole), params_of(split))

@@ -13,9 +13,9 @@ The position is saved in one of three ways (`kind`):
   tf.data   the iterator's own state (`SerializeIterator`: shuffle buffers,
             RNG state), captured on the caller's thread and written later,
             plus the not yet consumed rest of the current stacked element
-  replay    a count of batches, skipped on restore (`Dataset.skip` for tf.data,
-            `next()` for iterables): for iterables and for tf.data pipelines
-            whose state cannot be serialized (from_generator, py_function)
+  replay    a count of batches, pulled and dropped on restore: for iterables
+            and for tf.data pipelines whose state cannot be serialized
+            (from_generator, py_function)
   grain     grain's own iterator state (a few bytes of JSON; `inputs/grain_io.py`),
             set back on restore: nothing is re-read
 
@@ -282,7 +282,14 @@ class InputPipeline:
              'stack': self.stack}
     captured = {'position': state}
     if self.kind == 'tf.data':
-      captured['iterator'] = self._iterator._serialize_to_tensors()  # pylint: disable=protected-access
+      try:
+        captured['iterator'] = self._iterator._serialize_to_tensors()  # pylint: disable=protected-access
+      except (tf.errors.OpError, ValueError, TypeError) as e:  # a save never fails for the input
+        logger.warning('The input pipeline\'s state could not be saved (%s): from now on its '
+                       'position is saved as a batch count and replayed on restore.',
+                       getattr(e, 'message', str(e)).split('\n')[0])
+        self.kind = state['kind'] = 'replay'
+        return captured
       pending = list(self._pending)
       if self._remaining():
         pending.extend(_split(jax.tree.map(lambda x, i=i: x[i], self._element), self.mode)
@@ -328,11 +335,11 @@ class InputPipeline:
     else:
       logger.info('Replaying %d input batches to reach the position saved at step %d.',
                   batches, step)
-      if isinstance(self._source, tf.data.Dataset):
-        self._iterator = iter(self._stacked(self._source.skip(batches)))
-      else:
-        for _ in range(batches):
-          next(self._iterator)
+      # Through this very iterator: a second iteration of the same dataset object
+      # (`Dataset.skip` on it) would draw another reshuffle_each_iteration order.
+      left = batches
+      while left and (chunk := self.take(min(left, 256))) is not None:
+        left -= chunk.n
     self.taken = batches
     return True
 
