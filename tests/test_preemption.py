@@ -83,3 +83,34 @@ def test_handlers_are_restored_after_train(model_dir):
   before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
   je.Estimator(mlp_model_fn, model_dir, je.RunConfig(), PARAMS).train(input_fn, max_steps=2)
   assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_two_processes_stop_at_the_same_step_when_one_gets_sigterm(tmp_path):
+  """JAX's preemption sync point: a SIGTERM to process 1 stops both at one step."""
+  import socket
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  model_dir, markers = str(tmp_path / 'model'), tmp_path / 'markers'
+  markers.mkdir()
+  worker = os.path.join(os.path.dirname(__file__), 'preemption_worker.py')
+  procs = [subprocess.Popen([sys.executable, worker, model_dir, '2', str(i), str(port),
+                             str(markers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  try:
+    deadline = time.monotonic() + 240
+    while len(os.listdir(markers)) < 2:
+      assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+      assert time.monotonic() < deadline, 'the workers never reached step 5'
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    results = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (out, err) in zip(procs, results):
+    assert p.returncode == 0, err[-3000:]
+  steps = [int(out.split('RETURNED')[1]) for out, _ in results]
+  assert steps[0] == steps[1] and 5 <= steps[0] < 2000
+  est = je.Estimator(mlp_model_fn, model_dir)
+  assert est.latest_checkpoint().endswith(f'/{steps[0]}')
