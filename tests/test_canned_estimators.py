@@ -135,7 +135,7 @@ def test_an_unknown_label_is_named(model_dir):
   labels[3, 0] = 'maybe'
   est = canned.LinearClassifier([COLOR, X], label_vocabulary=['no', 'yes'], config=CONFIG,
                                 model_dir=model_dir)
-  with pytest.raises(ValueError, match=r'label not in label_vocabulary.*\[maybe\]'):
+  with pytest.raises(ValueError, match=r'label not in label_vocabulary.*unknown labels: maybe'):
     est.train(input_fn(features, labels), steps=2)
 
 

@@ -152,7 +152,7 @@ def test_sparse_tensor_input_is_named(model_dir):
     return {'x': tf.constant(X[:8]), 'tags': sparse}, tf.constant(Y[:8])
 
   est = je.Estimator(mlp_model_fn, model_dir)
-  with pytest.raises(TypeError, match="'0/tags' is a SparseTensor"):
+  with pytest.raises(TypeError, match="'features/tags' is a SparseTensor"):
     est.train(input_fn, steps=1)
 
 

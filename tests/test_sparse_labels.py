@@ -244,5 +244,5 @@ def test_sparse_labels_without_the_host_transform_are_named(model_dir):
                                       optax.sgd(0.1))
 
   est = je.Estimator(model_fn, model_dir)  # no input_transforms
-  with pytest.raises(TypeError, match=r"'1' is a SparseTensor.*host_transforms\(head\)"):
+  with pytest.raises(TypeError, match=r"'labels' is a SparseTensor.*host_transforms\(head\)"):
     est.evaluate(parsed_input(_int_labels, tf.int64))

@@ -107,7 +107,7 @@ def _label_transform(head: Any, label_key: str | None = None,
     return LabelLookup(head, label_key, prediction_prefix)
   if type(head).__name__ == 'MultiLabelHead':
     return sparse_labels.MultiHotLabels(head, label_key)
-  if hasattr(head, '_describe'):
+  if type(head).__name__ in ('MultiClassHead', 'BinaryClassHead'):
     return _DenseLabels(head, label_key)
   return None
 
