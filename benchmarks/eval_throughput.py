@@ -4,12 +4,18 @@ Same model (MLP 64-256-256-10), same trained parameters, same tf.data pipeline
 (65,536 x 64 examples, batch 1,024, plus a last partial batch of 100 that
 evaluate pads and masks), same metrics: accuracy, average_loss (the weighted
 mean of per-example losses) and loss (the mean of per-batch losses). Each
-side runs once to compile, then the whole call is timed `--rounds` times;
-best of each and the ratio. Repeated evaluate calls on one checkpoint reuse
+round passes over the data 4 times (about 260 batches: long enough to be
+stable on 2 cores); each side runs once to compile, then rounds alternate
+(hand, estimator, ...) `--rounds` times; the median of per-round ratios is
+the figure (target >= 0.95). Both go through tf.data; the Estimator's
+batches go through its background feeder. Repeated evaluate calls on one checkpoint reuse
 the restored variables; the "incl. restore" line times a call that restores
 from disk, as after each new checkpoint in a train/evaluate loop.
 
-  python benchmarks/eval_throughput.py [--rounds 3]
+  python benchmarks/eval_throughput.py [--rounds 5]
+
+Last figures (2-core CPU, quiet, jax 0.10.2): hand 408k, Estimator 365k examples/s;
+median of per-round ratios 0.905 (rounds 0.69-1.81): under the 0.95 target.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import tensorflow as tf
 
 import jestimator as je
 
-N, D, BATCH = 65536 + 100, 64, 1024
+N, D, BATCH, PASSES = 65536 + 100, 64, 1024, 4
 
 
 def make_data(seed: int = 0):
@@ -55,7 +61,8 @@ def model_fn(features, labels, mode):
 
 
 def dataset(x, y):
-  return tf.data.Dataset.from_tensor_slices(({'x': x}, y)).batch(BATCH).prefetch(2)
+  ds = tf.data.Dataset.from_tensor_slices(({'x': x}, y)).repeat(PASSES)
+  return ds.batch(BATCH).prefetch(2)
 
 
 def hand_written(params, x, y) -> tuple[float, dict]:
@@ -87,7 +94,7 @@ def hand_written(params, x, y) -> tuple[float, dict]:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--rounds', type=int, default=5)
   args = parser.parse_args()
   logging.getLogger('jestimator').setLevel(logging.WARNING)
   x, y = make_data()
@@ -112,10 +119,13 @@ def main():
     np.testing.assert_allclose(got[key], ref[key], rtol=1e-4, err_msg=key)
   print(f'jax {jax.__version__}, devices {jax.devices()}, {N} examples, batch {BATCH}')
   print(f'{"":<22}{"examples/s":>12}')
-  print(f'{"hand-written loop":<22}{N / min(hand):>12.0f}')
-  print(f'{"Estimator.evaluate":<22}{N / min(est_times):>12.0f}')
-  print(f'{"  incl. restore":<22}{N / min(restore_times):>12.0f}   (a new checkpoint each call)')
-  print(f'ratio (estimator / hand, best of {args.rounds}): {min(hand) / min(est_times):.3f}; '
+  n = N * PASSES
+  ratios = np.array(hand) / np.array(est_times)
+  print(f'{"hand-written loop":<22}{n / np.median(hand):>12.0f}   (median of rounds)')
+  print(f'{"Estimator.evaluate":<22}{n / np.median(est_times):>12.0f}')
+  print(f'{"  incl. restore":<22}{n / np.median(restore_times):>12.0f}   (a new checkpoint each call)')
+  print(f'rounds (estimator / hand): {[round(r, 3) for r in ratios]}')
+  print(f'ratio (estimator / hand, median of {args.rounds} rounds): {np.median(ratios):.3f}; '
         f'same accuracy {got["accuracy"]:.4f}, average_loss {got["average_loss"]:.4f}, '
         f'loss {got["loss"]:.4f}')
 

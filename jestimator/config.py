@@ -16,6 +16,7 @@ import jax
 from jax.sharding import PartitionSpec
 
 _DEFAULT_SECS = 600
+_DEFAULT_LOG_STEPS = 100
 
 
 class _Unset:
@@ -36,7 +37,8 @@ class RunConfig:
     save_checkpoints_steps: save every this many steps (exclusive with secs).
     save_checkpoints_secs: save when this many seconds passed (default 600).
     keep_checkpoint_max: how many checkpoints to keep (None keeps all).
-    log_step_count_steps: log loss and speed every this many steps.
+    log_step_count_steps: log loss and speed every this many steps (default 100,
+      rounded up to a multiple of steps_per_loop so a log never cuts a dispatch).
     mesh: an explicit `jax.sharding.Mesh`; it must have a `data_axis` axis.
     mesh_shape: axis name -> size for a mesh over all devices (if no `mesh`).
     data_axis: the mesh axis the batch is split on.
@@ -70,7 +72,7 @@ class RunConfig:
   save_checkpoints_steps: int | None = None
   save_checkpoints_secs: float | None | _Unset = _UNSET
   keep_checkpoint_max: int | None = 5
-  log_step_count_steps: int | None = 100
+  log_step_count_steps: int | None | _Unset = _UNSET
   mesh: jax.sharding.Mesh | None = None
   mesh_shape: Mapping[str, int] | None = None
   data_axis: str = 'data'
@@ -101,6 +103,9 @@ class RunConfig:
     for name in ('steps_per_loop', 'gradient_accumulation_steps', 'prefetch_batches'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f'RunConfig: {name} must be an int >= 1, got {getattr(self, name)!r}.')
+    if self.log_step_count_steps is _UNSET:
+      k = self.steps_per_loop if isinstance(self.steps_per_loop, int) and self.steps_per_loop > 0 else 1
+      object.__setattr__(self, 'log_step_count_steps', -(-_DEFAULT_LOG_STEPS // k) * k)
     for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value <= 0):

@@ -306,3 +306,10 @@ def test_a_state_that_fails_to_serialize_at_save_time_degrades_to_replay(tmp_pat
   whole = je.Estimator(mlp_model_fn, str(tmp_path / 'whole'), config, PARAMS)
   whole.train(shuffled_input_fn, max_steps=10)
   _assert_same(params_of(whole), params_of(split))
+
+
+def test_default_log_cadence_is_a_multiple_of_steps_per_loop():
+  assert je.RunConfig().log_step_count_steps == 100
+  assert je.RunConfig(steps_per_loop=16).log_step_count_steps == 112  # no dispatch is cut
+  assert je.RunConfig(steps_per_loop=16, log_step_count_steps=50).log_step_count_steps == 50
+  assert je.RunConfig(log_step_count_steps=None).log_step_count_steps is None
