@@ -24,7 +24,7 @@ from jestimator.inputs import InputContext
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
 from jestimator.training.checks import InvalidInputError, check
-from jestimator.training.mask import example_mask, masked_mean
+from jestimator.example_mask import example_mask, masked_mean
 
 __version__ = '0.1.0'
 

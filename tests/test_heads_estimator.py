@@ -9,7 +9,7 @@ import pytest
 
 import jestimator as je
 import jestimator.heads as heads
-from jestimator.training.mask import mask_scope
+from jestimator.example_mask import mask_scope
 
 
 def three_class_data(n=64, seed=0):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jestimator.metrics import Accuracy, Mean
-from jestimator.training.mask import mask_scope
+from jestimator.example_mask import mask_scope
 
 
 def test_mean_is_weighted_and_merges():

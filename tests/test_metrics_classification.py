@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from jestimator.metrics import AUC, AccuracyBaseline, BinaryAccuracy, Precision, Recall
-from jestimator.training.mask import mask_scope
+from jestimator.example_mask import mask_scope
 
 
 @pytest.mark.parametrize('cls', [Precision, Recall])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jestimator.metrics import MeanAbsoluteError, MeanSquaredError, RootMeanSquaredError
-from jestimator.training.mask import mask_scope
+from jestimator.example_mask import mask_scope
 
 LABELS = jnp.array([[0.0, 1.0], [0.0, 0.0]])
 PREDICTIONS = jnp.array([[1.0, 1.0], [0.0, 0.0]])

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jestimator.metrics.base import batch_weights
 from jestimator.metrics.shapes import divide_no_nan
-from jestimator.training.mask import example_mask
+from jestimator.example_mask import example_mask
 
 
 class Reduction:

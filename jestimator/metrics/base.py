@@ -10,7 +10,7 @@ A metric is a `flax.struct` dataclass of arrays (CLU / metrax style):
 All four are pure, so states are built inside the compiled eval step, merged
 across batches on device, and only `compute()`d on the host at the end.
 `from_model_output` folds in per-example weights and the evaluation padding
-mask (`jestimator.training.mask.example_mask`), so padded examples never count.
+mask (`jestimator.example_mask.example_mask`), so padded examples never count.
 User metrics subclass `Metric` and use `batch_weights` the same way.
 """
 
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jestimator.training.mask import example_mask
+from jestimator.example_mask import example_mask
 
 
 def batch_weights(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jestimator.training.mask import example_mask
+from jestimator.example_mask import example_mask
 
 MAX_VALUES = 4  # array values one check's message may name
 

@@ -18,7 +18,7 @@ import optax
 from jestimator.metrics.mean import Mean
 from jestimator.spec import EstimatorSpec, ModeKeys
 from jestimator.training import checks
-from jestimator.training.mask import mask_scope
+from jestimator.example_mask import mask_scope
 from jestimator.training.train_state import TrainState
 
 
