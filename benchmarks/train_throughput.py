@@ -24,7 +24,8 @@ same with a user pipeline holding a `.shuffle(65536)` buffer.
 
 Last figures (2-core CPU, quiet, jax 0.10.2; medians of 3 rounds; rounds vary up to 2x):
   MLP 64-256-256-10, batch 256:  estimator / hand 0.89, est K=16 / hand-scan 1.03
-  MLP 64-16-16-10, batch 32:     estimator / hand 0.87-0.91 (misses the 1.00 target),
+  MLP 64-16-16-10, batch 32:     estimator / hand 0.87-0.96 across runs (misses the 1.00
+                                 target; 1.00 with log_step_count_steps=None),
                                  est K=16 / hand-scan 0.48 before tf.data prefetched the
                                  stacked elements and logs were aligned to K; 0.75-1.16 after
   per train(steps=2000) call:    +0.25 s with numpy_input_fn's full shuffle (input item 1 KB);
