@@ -122,10 +122,6 @@ class Feeder:
         left.append(value)
     return left + self._unqueued
 
-  @property
-  def alive(self) -> bool:
-    return self._thread.is_alive()
-
 
 class InlineFeeder:
   """`Feeder`'s interface, producing each item when the loop asks (no thread).

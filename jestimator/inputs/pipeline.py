@@ -264,12 +264,6 @@ class InputPipeline:
       raise StopIteration
     return chunk.singles[0]
 
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    return self.next_batch()
-
   def peek(self) -> tuple[Any, Any] | None:
     """The next batch without consuming it (None at input end)."""
     if self._pending:
