@@ -55,8 +55,8 @@ class BatchFeeder:
     """Raises if the global batch does not split evenly over the data axis."""
     if local_batch in self._checked:
       return
-    global_batch = local_batch * jax.process_count()
-    if global_batch % self.data_size:
+    if not self.divides(local_batch):
+      global_batch = local_batch * jax.process_count()
       raise ValueError(
           f'The global batch size {global_batch} is not divisible by the {self.data_axis!r} '
           f'mesh axis size {self.data_size}: use a batch size that is a multiple of '
@@ -66,17 +66,10 @@ class BatchFeeder:
   def padded_size(self, local_batch: int) -> int:
     """The smallest local batch >= `local_batch` whose global batch the data axis divides."""
     size = local_batch
-    while (size * jax.process_count()) % self.data_size:
+    while not self.divides(size):
       size += 1
     return size
 
   def __call__(self, tree: Any) -> Any:
-    """Global-batch arrays for a compiled step (numpy as is in one process)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    if not leaves:
-      return tree
-    self.check_batch_size(np.shape(leaves[0])[0])
-    if jax.process_count() == 1:
-      return tree
-    arrays = [jax.make_array_from_process_local_data(self.sharding, x) for x in leaves]
-    return jax.tree.unflatten(treedef, arrays)
+    """Global-batch arrays for a compiled step (numpy as is in one process): `place`."""
+    return self.place(tree)
