@@ -13,10 +13,32 @@ import sys
 import time
 
 import jax
+import numpy as np
 
 from tqdm.auto import tqdm
 
 logger = logging.getLogger('jestimator')
+
+
+class _UnlessConfigured(logging.StreamHandler):
+  """Prints the `jestimator` logger's records to stderr (INFO and up) as long as nobody
+  configured logging: no root handler, no other handler on this logger. absl does the
+  same, so train/eval lines show in a terminal and a notebook without any setup; once
+  the user calls `logging.basicConfig` (or adds a handler), theirs takes over."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    if logging.getLogger().handlers or any(h is not self for h in logger.handlers):
+      return
+    super().emit(record)
+
+
+if not any(isinstance(h, _UnlessConfigured) for h in logger.handlers):
+  _handler = _UnlessConfigured()  # stderr, looked up when each record is written
+  _handler.setFormatter(logging.Formatter('%(levelname).1s %(asctime)s jestimator: %(message)s',
+                                          '%H:%M:%S'))
+  logger.addHandler(_handler)
+  if logger.level == logging.NOTSET:
+    logger.setLevel(logging.INFO)
 
 
 def _interactive() -> bool:
@@ -47,14 +69,15 @@ class StepLogger:
   def due(self, step: int) -> bool:
     return bool(self.every) and step % self.every == 0
 
-  def log(self, step: int, loss: float, metrics: dict | None = None) -> None:
-    """`metrics`: metric states (device); computing them here is the log step's sync."""
+  def log(self, step: int, values: dict, metrics: dict | None = None) -> None:
+    """`values`: numpy `loss` and metric values (fetched by the loop); `metrics`: the
+    train metric names (only scalar ones are shown)."""
     if jax.process_index() != 0:
       return
     now = time.perf_counter()
     rate = (step - self._step) / max(now - self._time, 1e-9)
-    shown = ''.join(f', {k} = {float(m.compute()):.6g}' for k, m in sorted((metrics or {}).items())
-                    if m.compute().ndim == 0)
-    logger.info('step %d: loss = %.6g%s (%.1f steps/s, %.0f examples/s)', step, loss, shown,
-                rate, rate * self.examples_per_step)
+    shown = ''.join(f', {k} = {float(values[k]):.6g}' for k in sorted(metrics or ())
+                    if k in values and np.ndim(values[k]) == 0)
+    logger.info('step %d: loss = %.6g%s (%.1f steps/s, %.0f examples/s)', step,
+                float(values['loss']), shown, rate, rate * self.examples_per_step)
     self._step, self._time = step, now

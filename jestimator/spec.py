@@ -9,7 +9,7 @@ its loss fails at trace time with a message, not deep inside the runner.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,19 @@ class ModeKeys:
   ALL = (TRAIN, EVAL, PREDICT)
 
 
+class _Static:
+  """Holds static aux data compared by identity (export outputs may hold arrays)."""
+
+  def __init__(self, value):
+    self.value = value
+
+  def __eq__(self, other):
+    return isinstance(other, _Static) and other.value is self.value
+
+  def __hash__(self):
+    return id(self.value)
+
+
 @jax.tree_util.register_pytree_node_class
 class EstimatorSpec:
   """What a model_fn returns for one mode.
@@ -38,6 +51,11 @@ class EstimatorSpec:
     eval_metrics: dict name -> metric state (see `jestimator.metrics`),
       accumulated over the evaluation batches; `loss` and `global_step` are
       reserved names.
+    training_hooks, evaluation_hooks, prediction_hooks: `je.hooks.Hook`s run
+      by train / evaluate / predict besides the call's own (read once per
+      Estimator and mode, from the first trace of model_fn).
+    export_outputs: dict signature name -> `je.export` output, for
+      SavedModel export (static).
   """
 
   def __init__(
@@ -47,6 +65,10 @@ class EstimatorSpec:
       loss: Any = None,
       optimizer: optax.GradientTransformation | None = None,
       eval_metrics: Mapping[str, Any] | None = None,
+      training_hooks: Sequence[Any] = (),
+      evaluation_hooks: Sequence[Any] = (),
+      prediction_hooks: Sequence[Any] = (),
+      export_outputs: Mapping[str, Any] | None = None,
   ):
     if mode not in ModeKeys.ALL:
       raise ValueError(f'EstimatorSpec: mode must be one of {ModeKeys.ALL}, got {mode!r}.')
@@ -75,18 +97,26 @@ class EstimatorSpec:
         raise TypeError(f'EstimatorSpec: eval_metrics[{name!r}] must be a metric state (e.g. '
                         f'je.metrics.Mean.from_model_output(...)), got {type(metric).__name__}.')
     self.mode = mode
+    self.training_hooks = tuple(training_hooks or ())
+    self.evaluation_hooks = tuple(evaluation_hooks or ())
+    self.prediction_hooks = tuple(prediction_hooks or ())
+    self.export_outputs = export_outputs
     self.predictions = predictions
     self.loss = loss
     self.optimizer = optimizer
     self.eval_metrics = eval_metrics
 
   def tree_flatten(self):
-    return (self.predictions, self.loss, self.eval_metrics), (self.mode, self.optimizer)
+    return (self.predictions, self.loss, self.eval_metrics), (
+        self.mode, self.optimizer, self.training_hooks, self.evaluation_hooks,
+        self.prediction_hooks, _Static(self.export_outputs))
 
   @classmethod
   def tree_unflatten(cls, aux, children):
     spec = object.__new__(cls)
-    spec.mode, spec.optimizer = aux
+    (spec.mode, spec.optimizer, spec.training_hooks, spec.evaluation_hooks,
+     spec.prediction_hooks, export_outputs) = aux
+    spec.export_outputs = export_outputs.value
     spec.predictions, spec.loss, spec.eval_metrics = children
     return spec
 

@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 from jestimator.checkpoint import CheckpointStore
 from jestimator.config import RunConfig
 from jestimator.hooks.base import Hook, RunContext
+from jestimator.hooks.hook_set import HookSet, check_hooks
 from jestimator.inputs.feeder import background_pays, make_feeder
 from jestimator.inputs.padding import batch_size_of
 from jestimator.inputs.pipeline import Chunk, InputPipeline
@@ -62,12 +63,7 @@ def check_train_args(steps, max_steps, hooks) -> list[Hook]:
       raise TypeError(f'{name} must be an int, given: {value!r}.')
     if value is not None and value <= 0:
       raise ValueError(f'Must specify {name} > 0, given: {value}')
-  hooks = list(hooks or [])
-  for hook in hooks:
-    if not all(callable(getattr(hook, m, None)) for m in ('begin', 'after_step', 'end')):
-      raise TypeError(f'hooks must be je.hooks.Hook instances (begin / after_step / end); '
-                      f'got {type(hook).__name__}: {hook!r}.')
-  return hooks
+  return check_hooks(hooks, 'train')
 
 
 def _pause_every(config: RunConfig) -> tuple[int, ...]:
@@ -79,10 +75,11 @@ def _pause_every(config: RunConfig) -> tuple[int, ...]:
   return ()
 
 
-def _chunk(step: int, config: RunConfig, last: int | None) -> int:
-  """Steps in the next dispatch: steps_per_loop, cut at the next log/pause step and `last`."""
-  n = config.steps_per_loop
-  for every in (config.log_step_count_steps, *_pause_every(config)):
+def _chunk(step: int, k: int, cadences: tuple[int, ...], last: int | None) -> int:
+  """Steps in the next dispatch: `k` (steps_per_loop), cut at the next multiple of a
+  cadence (log, pause, a hook's requested steps) and at `last`."""
+  n = k
+  for every in cadences:
     if every:
       n = min(n, every - step % every)
   return n if last is None else min(n, last - step)
@@ -113,17 +110,17 @@ class _TrainInput:
   """The feeder's producer: chunks of the schedule, checked and placed (runs on its thread)."""
 
   def __init__(self, pipeline: InputPipeline, signature: Signature, runner: Runner,
-               config: RunConfig, last: int | None):
+               k: int, cadences: tuple[int, ...], last: int | None):
     self.pipeline, self.signature, self.runner = pipeline, signature, runner
-    self.config, self.last = config, last
+    self.k, self.cadences, self.last = k, cadences, last
     self._dropped: set[int] = set()
 
   def __call__(self, step: int) -> tuple[_Item, int]:
     while True:
-      n = _chunk(step, self.config, self.last)
+      n = _chunk(step, self.k, self.cadences, self.last)
       if n <= 0:
         raise StopIteration
-      k = self.config.steps_per_loop
+      k = self.k
       chunk = self.pipeline.take(n, stacked=k > 1 and n == k)
       if chunk is None:
         raise StopIteration
@@ -150,19 +147,34 @@ class _TrainInput:
     return False
 
 
+def fetch_values(step: int, loss, metrics: dict, keys: set[str]) -> dict[str, Any]:
+  """The requested values as numpy: one `jax.device_get` (the loop's only value sync)."""
+  tree = {k: metrics[k].compute() for k in keys if k in metrics}
+  if 'loss' in keys and loss is not None:
+    tree['loss'] = loss
+  values = {k: np.asarray(v)[()] for k, v in jax.device_get(tree).items()}
+  if 'global_step' in keys:
+    values['global_step'] = np.int64(step)
+  return values
+
+
 def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: RunConfig,
                    optimizer, metric_shapes, state: TrainState, pipeline: InputPipeline,
                    signature: Signature, start: int, last: int | None,
-                   hooks: list[Hook]) -> tuple[TrainState, int]:
+                   hooks: list[Hook], listeners: list = ()) -> tuple[TrainState, int, bool]:
   """Runs train steps from global step `start` until `last`, a hook's stop, or input end.
 
   Each dispatch runs one step or, with `steps_per_loop=K`, K steps as a scan
-  over stacked batches (the steps left before a log/pause/last step run one
-  by one, so there are only two executables); the state is donated from
-  dispatch to dispatch. Saves at pause points on the config's cadence and
-  once at the end; on any error, stops the feeder and waits for pending saves
-  so the last good checkpoint is complete, then re-raises. Returns the final
-  state (the newest checkpoint's) and step.
+  over stacked batches (the steps left before a log/pause/requested/last step
+  run one by one, so there are only two executables); the state is donated
+  from dispatch to dispatch. The values hooks request are fetched with the
+  log line's, on their steps only. Saves at pause points on the config's
+  cadence and once at the end; on any error, stops the feeder and waits for
+  pending saves so the last good checkpoint is complete, then re-raises.
+  Returns the final state and step (the newest checkpoint's, unless a NaN
+  stopped training under `NanTensorHook(fail_on_nan_loss=False)`), and whether
+  training ended for good (`last` reached, the input ended, a hook stopped it;
+  not a preemption notice, not a NaN).
   """
   first = pipeline.peek()
   size, accumulate = batch_size_of(first[0]), config.gradient_accumulation_steps
@@ -176,20 +188,30 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   metrics = runner.zeros_like_shapes(metric_shapes)
   reset = runner.true
   step_logger = StepLogger(config.log_step_count_steps, start, size * jax.process_count())
-  ctx = RunContext(estimator, start, state)
+  ctx = RunContext(estimator, start, state, mode='train')
+  ctx.examples_per_step = size * jax.process_count()
+  hook_set = HookSet(hooks, ctx, {'loss', 'global_step', *metrics}, listeners)
   meta = {'signature': signature.to_json()}
   step, saved_step, saved_time = start, start, time.monotonic()
   inflight = collections.deque()
-  loss, ended = None, False
+  loss, ended, poisoned, preempted = None, False, False, False
   secs_due = _secs_due_fn(config)
+  tolerate_nan = any(getattr(h, 'fail_on_nan_loss', True) is False for h in hooks)
 
   def raise_failed_checks():
     """Reads the check slot (a sync the caller makes anyway) and raises its failure."""
+    nonlocal poisoned
     failure = checks.read(checked)
-    if failure is None:
+    if failure is None or poisoned:
       return
     kept = (f'the last checkpoint (step {saved_step}) is kept.' if saved_step else
             'no checkpoint was written.')
+    if failure.template == NAN_LOSS and tolerate_nan:
+      logger.warning('NaN loss during training at global step %d: stopping (NanTensorHook '
+                     'with fail_on_nan_loss=False); %s', failure.step, kept)
+      poisoned = True
+      ctx.request_stop()
+      return
     if failure.template == NAN_LOSS:
       raise NanLossDuringTrainingError(
           f'NaN loss during training at global step {failure.step}; {kept}')
@@ -199,21 +221,27 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   def save():
     nonlocal saved_step, saved_time
     raise_failed_checks()
-    store.save(step, state, pipeline.capture(), {**meta, 'global_step': step})
+    if poisoned:
+      return
+    ctx.step, ctx.state = step, state
+    hook_set.around_save(lambda: store.save(step, state, pipeline.capture(),
+                                            {**meta, 'global_step': step}))
     saved_step, saved_time = step, time.monotonic()
 
-  for hook in hooks:
-    hook.begin(ctx)
+  ctx.state = state
+  hook_set.begin()
   every = _pause_every(config)
   pause_point = (lambda s: s % every[0] == 0) if every else (lambda s: False)
-  feeder = make_feeder(_TrainInput(pipeline, signature, runner, config, last),
-                       background=background_pays(pipeline), start=start,
-                       depth=config.prefetch_batches, pause_after=pause_point)
+  cadences = (config.log_step_count_steps, *every, *hook_set.cadences)
+  feeder = make_feeder(
+      _TrainInput(pipeline, signature, runner, config.steps_per_loop, cadences, last),
+      background=background_pays(pipeline), start=start, depth=config.prefetch_batches,
+      pause_after=pause_point)
   bar = progress_bar(None if last is None else last - start, 'train', 'step',
                      config.progress_bar)
   guard = PreemptionGuard().__enter__()
   try:
-    while last is None or step < last:
+    while (last is None or step < last) and not ctx.stop_requested:
       try:
         item = feeder.get()
       except StopIteration:
@@ -230,36 +258,42 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
       inflight.append(loss)
       if len(inflight) > MAX_INFLIGHT_STEPS:
         inflight.popleft().block_until_ready()
-      if step_logger.due(step):
+      due, values, log_due = hook_set.due(step), None, step_logger.due(step)
+      if log_due:
         raise_failed_checks()
-        step_logger.log(step, float(loss), metrics)
+      if (log_due and not poisoned) or due:
+        keys = hook_set.keys(due) | ({'loss', *metrics} if log_due else set())
+        values = fetch_values(step, loss, metrics, keys)
+      if log_due and not poisoned:
+        step_logger.log(step, values, metrics)
         reset = runner.true
-      if pause_point(step):
+      if pause_point(step) and not poisoned:
         if config.save_checkpoints_steps or secs_due(saved_time):
           save()
         feeder.resume()
-      ctx.step, ctx.state = step, state
-      for hook in hooks:
-        hook.after_step(ctx)
+      hook_set.after_step(step, state, due, values)
       bar.update(item.n)
-      if ctx.stop_requested:
-        break
       if guard.requested(step):
         logger.warning('%s received: stopping at global step %d and saving a checkpoint there.',
                        guard.signal_name or 'Preemption notice', step)
+        preempted = True
         break
     if ended:
       logger.info('Input ended at global step %d.', step)
-    for hook in hooks:
-      hook.end(ctx)
+    ctx.step, ctx.state = step, state
+    hook_set.end(lambda keys: fetch_values(step, loss, metrics, keys) if loss is not None
+                 else {})
     pipeline.unget([i.chunk for i in feeder.close()])  # the read-ahead was not consumed
     if step != saved_step:
       save()
-    if loss is not None:
+    hook_set.end_listeners()
+    if loss is not None and not poisoned:
       logger.info('Loss for final step: %s.', float(loss))
   finally:
     guard.__exit__()
+    hook_set.close()
     feeder.close()
     bar.close()
     store.wait()
-  return state, step
+  finished = not (preempted or poisoned) and (ended or step == last or ctx.stop_requested)
+  return state, step, finished

@@ -65,6 +65,14 @@ def batches(features=None, labels=Y[:B], n=2):
 GOOD = batches()
 
 
+class _Asks(je.hooks.Hook):
+  def __init__(self, keys):
+    self.keys = keys
+
+  def requests(self):
+    return je.hooks.Request(self.keys, every_n_steps=1)
+
+
 def eval_input_fn():
   return tf.data.Dataset.from_tensor_slices(({'x': X[:16]}, Y[:16])).batch(B)
 
@@ -572,9 +580,12 @@ CASES = [
         (TypeError, ValueError), r'max_steps must be an int.*2\.5'),
     row('train_hook_not_a_hook', lambda env: env.est().train(GOOD, max_steps=1, hooks=[object()]),
         (TypeError, ValueError), r'[Hh]ook.*got object'),
-    row('evaluate_with_hooks', lambda env: env.reader().evaluate(
-        eval_input_fn, hooks=[je.hooks.StopAtStepHook(last_step=1)]),
-        ValueError, r'hooks run in train only'),
+    row('evaluate_hook_not_a_hook', lambda env: env.reader().evaluate(
+        eval_input_fn, hooks=[object()]), TypeError, r'evaluate: hooks must be .*got object'),
+    row('hook_requests_an_unknown_key', lambda env: env.est().train(
+        GOOD, max_steps=1, hooks=[_Asks(['los'])]), ValueError,
+        r"_Asks requests \['los'\], which 'train' does not produce; the keys it can have are "
+        r"\['accuracy', 'global_step', 'loss'\]"),
 
     # model_fns
     row('model_fn_returns_a_dict', lambda env: env.est(

@@ -100,8 +100,8 @@ def test_bad_checkpoint_path_and_hooks_are_refused(trained):
                                 shuffle=False)
   with pytest.raises(ValueError, match="expected '<model_dir>/<step>'"):
     est.evaluate(fn, checkpoint_path=est.model_dir + '/model.ckpt-30')
-  with pytest.raises(ValueError, match='hooks run in train only'):
-    est.evaluate(fn, hooks=[je.hooks.Hook()])
+  with pytest.raises(TypeError, match=r'evaluate: hooks must be je.hooks.Hook .*got object'):
+    est.evaluate(fn, hooks=[object()])
 
 
 def test_evaluate_steps_limits_batches(trained):

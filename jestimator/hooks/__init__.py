@@ -1,5 +1,10 @@
-"""Host-side hooks run by `Estimator.train`."""
+"""Host-side hooks run by train, evaluate and predict (`base.py` holds the protocol)."""
 
-from jestimator.hooks.base import Hook, RunContext, StopAtStepHook
+from jestimator.hooks.base import CheckpointSaverListener, Hook, Request, RunContext, StopAtStepHook
+from jestimator.hooks.basic_hooks import (FinalOpsHook, LoggingTensorHook, NanTensorHook,
+                                          ProfilerHook, StepCounterHook)
+from jestimator.hooks.summary_saver import SummarySaverHook
 
-__all__ = ['Hook', 'RunContext', 'StopAtStepHook']
+__all__ = ['CheckpointSaverListener', 'FinalOpsHook', 'Hook', 'LoggingTensorHook',
+           'NanTensorHook', 'ProfilerHook', 'Request', 'RunContext', 'StepCounterHook',
+           'StopAtStepHook', 'SummarySaverHook']
