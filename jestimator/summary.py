@@ -1,0 +1,211 @@
+"""TensorBoard scalars: written with `tf.summary`, read back with TensorBoard's reader, plotted.
+
+The layout is tf.estimator's, so `tensorboard --logdir model_dir` draws train
+and eval curves on the same charts: train scalars (`loss`, train metrics,
+`global_step/sec`, `examples/sec`, `learning_rate`) in `model_dir` itself,
+each evaluation's metrics in `model_dir/eval` (or `eval_<name>`), tagged by
+metric name at the evaluated checkpoint's global step. Early stopping reads
+the eval files back (`read_scalars`), so its decision survives restarts.
+
+Only process 0 writes. One writer per directory is kept open and flushed
+after every call; it is replaced when its file disappears (a model_dir
+deleted and created again in the same Python process).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import uuid
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+_writers: dict[str, tuple[Any, str]] = {}  # abspath -> (tf writer, its events file)
+_lock = threading.Lock()
+
+
+def _scalar_or_none(value: Any) -> float | None:
+  """`value` as a float if it is a numeric scalar (Python, numpy or a 0-d array), else None."""
+  if isinstance(value, (str, bytes)):
+    return None
+  try:
+    array = np.asarray(value)
+  except Exception:  # noqa: BLE001 - anything numpy cannot take is not a scalar
+    return None
+  if array.ndim != 0 or array.dtype.kind not in 'biuf':
+    return None
+  return float(array)
+
+
+def numeric_scalars(scalars: Mapping[str, Any]) -> dict[str, float]:
+  """The entries of `scalars` that are numeric scalars, as floats."""
+  out = {}
+  for tag, value in scalars.items():
+    number = _scalar_or_none(value)
+    if number is not None:
+      out[str(tag)] = number
+  return out
+
+
+def _writer(logdir: str):
+  """The cached writer of `logdir`; a new one if there is none or its file is gone."""
+  key = os.path.abspath(logdir) if '://' not in logdir else logdir
+  cached = _writers.get(key)
+  if cached is not None and tf.io.gfile.exists(cached[1]):
+    return cached[0]
+  if cached is not None:
+    try:
+      cached[0].close()
+    except Exception:  # noqa: BLE001 - the old file is gone; nothing to save
+      pass
+  suffix = f'.{uuid.uuid4().hex[:8]}.v2'  # finds this writer's file among the others
+  writer = tf.summary.create_file_writer(logdir, filename_suffix=suffix)
+  name = next(n for n in tf.io.gfile.listdir(logdir) if n.endswith(suffix))
+  path = os.path.join(logdir, name)
+  _writers[key] = (writer, path)
+  return writer
+
+
+def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
+  """Writes the numeric scalars of `scalars` at `step` into `logdir`'s event file, flushed.
+
+  Non-scalar and non-numeric values are skipped. A no-op on processes other than 0.
+  """
+  if jax.process_index() != 0:
+    return
+  numbers = numeric_scalars(scalars)
+  if not numbers:
+    return
+  with _lock:
+    writer = _writer(os.fspath(logdir))
+    with writer.as_default(step=int(step)):
+      for tag, value in numbers.items():
+        tf.summary.scalar(tag, value)
+    writer.flush()
+
+
+def write_eval_results(model_dir: str, eval_dir_name: str, step: int,
+                       results: Mapping[str, Any]) -> None:
+  """Writes an evaluation's scalar results (all but `global_step`) at `step` into
+  `model_dir/<eval_dir_name>` ('eval' or 'eval_<name>'), tagged by metric name."""
+  scalars = {k: v for k, v in results.items() if k != 'global_step'}
+  write_scalars(os.path.join(os.fspath(model_dir), eval_dir_name), step, scalars)
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """The scalars of the event files directly in `logdir`: {tag: [(step, value), ...]}.
+
+  Reads with TensorBoard's own reader (`EventAccumulator`): `tf.summary.scalar`
+  tensors and tf1-style `simple_value`s alike. Sorted by step; for a step
+  written twice (e.g. after a restart) the last value written wins. {} when
+  the directory holds no events (or does not exist).
+  """
+  from tensorboard.backend.event_processing import event_accumulator as ea  # heavy import
+  from tensorboard.util import tensor_util
+
+  logdir = os.fspath(logdir)
+  if not tf.io.gfile.isdir(logdir):
+    return {}
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0, ea.SCALARS: 0},
+                            purge_orphaned_data=False)
+  acc.Reload()
+  by_tag: dict[str, dict[int, float]] = {}
+  for tag in acc.Tags()[ea.SCALARS]:  # tf1 `simple_value` summaries
+    points = by_tag.setdefault(tag, {})
+    for event in acc.Scalars(tag):
+      points[int(event.step)] = float(event.value)
+  for tag in acc.Tags()[ea.TENSORS]:  # tf.summary.scalar (TF2) writes 0-d tensors
+    if acc.SummaryMetadata(tag).plugin_data.plugin_name != 'scalars':
+      continue
+    points = by_tag.setdefault(tag, {})
+    for event in acc.Tensors(tag):
+      points[int(event.step)] = float(tensor_util.make_ndarray(event.tensor_proto))
+  return {tag: sorted(points.items()) for tag, points in sorted(by_tag.items()) if points}
+
+
+def _runs(model_dir: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+  """{'train': scalars of model_dir, 'eval…': scalars of each model_dir/eval* folder}."""
+  runs = {'train': read_scalars(model_dir)}
+  if tf.io.gfile.isdir(model_dir):
+    for name in sorted(tf.io.gfile.listdir(model_dir)):
+      name = name.rstrip('/')
+      if name.startswith('eval') and tf.io.gfile.isdir(os.path.join(model_dir, name)):
+        runs[name] = read_scalars(os.path.join(model_dir, name))
+  return {run: scalars for run, scalars in runs.items() if scalars}
+
+
+def _metrics_to_plot(runs: dict, metrics: Sequence[str] | str | None) -> list[str]:
+  """The tags to draw: `metrics` (checked), else every tag, `loss` first."""
+  tags = sorted({tag for scalars in runs.values() for tag in scalars})
+  if metrics is None:
+    return sorted(tags, key=lambda t: (t != 'loss', t))
+  metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+  unknown = [m for m in metrics if m not in tags]
+  if unknown:
+    raise ValueError(f'plot_history: no scalars named {unknown}; the summaries have {tags}.')
+  return metrics
+
+
+def _axes_for(plt, n: int, ax, figsize):
+  """(figure, n axes): the caller's `ax` (one Axes, or n of them), else a new grid."""
+  if ax is not None:
+    axes = list(np.ravel(ax))
+    if len(axes) != n:
+      raise ValueError(f'plot_history: {n} metrics to draw but {len(axes)} axes given; pass '
+                       f'metrics=[...] with one name per axes, or ax=None.')
+    return axes[0].figure, axes
+  cols = min(n, 3)
+  rows = -(-n // cols)
+  fig, grid = plt.subplots(rows, cols, figsize=figsize or (4.5 * cols, 3.2 * rows),
+                           squeeze=False)
+  axes = list(grid.ravel())
+  for extra in axes[n:]:
+    extra.set_visible(False)
+  return fig, axes[:n]
+
+
+def plot_history(model_dir: str, metrics: Sequence[str] | str | None = None, ax=None,
+                 figsize: tuple[float, float] | None = None):
+  """Draws train and eval scalars against the global step, one subplot per metric.
+
+  Reads `model_dir` (train: loss, metrics, speed, learning rate) and every
+  `model_dir/eval*` folder (one line per evaluation set). `metrics`: the tags
+  to draw (default: all, `loss` first); `ax`: one matplotlib Axes per metric
+  to draw into (default: a new figure of `figsize`). Returns the figure. In a
+  notebook the new figure is closed before it is returned, so it shows once.
+
+    fig = je.plot_history(estimator.model_dir, metrics=['loss', 'accuracy'])
+    fig.savefig('history.png')
+  """
+  try:
+    import matplotlib.pyplot as plt
+  except ImportError as e:
+    raise ImportError('plot_history needs matplotlib: pip install matplotlib') from e
+  model_dir = os.fspath(model_dir)
+  runs = _runs(model_dir)
+  if not runs:
+    raise ValueError(f'plot_history: no TensorBoard scalars in {model_dir!r} or its eval '
+                     'folders; train with RunConfig(save_summary_steps=...) or evaluate first.')
+  names = _metrics_to_plot(runs, metrics)
+  fig, axes = _axes_for(plt, len(names), ax, figsize)
+  for axis, tag in zip(axes, names):
+    for run, scalars in runs.items():
+      if tag in scalars:
+        steps, values = zip(*scalars[tag])
+        axis.plot(steps, values, label=run, marker='o' if run != 'train' else None,
+                  markersize=3)
+    axis.set_title(tag)
+    axis.set_xlabel('global step')
+    if sum(tag in scalars for scalars in runs.values()) > 1:
+      axis.legend()
+  fig.tight_layout()
+  if ax is None and 'ipykernel' in sys.modules:
+    plt.close(fig)  # else Jupyter shows it twice: once at the cell's end, once as its value
+  return fig
+
+
+__all__ = ['numeric_scalars', 'plot_history', 'read_scalars', 'write_eval_results', 'write_scalars']
