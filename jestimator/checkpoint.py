@@ -13,6 +13,11 @@ item is complete, so a crash mid-save never leaves a step that fails to load;
 input position is captured by the caller and written in the background. No
 pickle.
 
+Which steps stay (the newest n, the k best evaluated, one per n hours) is
+decided by `checkpoint_retention.py`, at each save and after each recorded
+evaluation (`record_metrics`); the metrics live in
+`<model_dir>/checkpoint_metrics.json`.
+
 Failures are named, not dumped: a step that cannot be read (truncated array
 file, deleted or garbled metadata) raises `CheckpointReadError` naming it, and
 `restore_newest` falls back to the previous step with a warning; a checkpoint
@@ -30,7 +35,7 @@ import functools
 import glob
 import os
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -38,6 +43,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jestimator.checkpoint_check import CheckpointMismatchError, check_restorable
+from jestimator.checkpoint_retention import Retention, finished_steps
 from jestimator.distribute.multiprocess import all_processes
 from jestimator.inputs.pipeline import write_position
 from jestimator.reporting import logger
@@ -129,17 +135,27 @@ class _InputRestore(ocp.args.CheckpointArgs):
 
 
 class CheckpointStore:
-  """The checkpoints of one model_dir."""
+  """The checkpoints of one model_dir.
 
-  def __init__(self, directory: str, keep: int | None = 5, async_save: bool = True):
+  `keep` (newest), `keep_best` (by `best_metric`, `best_mode`) and
+  `keep_every_n_hours` are the retention rules of `checkpoint_retention.py`.
+  """
+
+  def __init__(self, directory: str, keep: int | None = 5, async_save: bool = True, *,
+               keep_best: int | None = None, best_metric: str = 'loss', best_mode: str = 'min',
+               keep_every_n_hours: float | None = None):
     self.directory = os.path.abspath(directory)
     if os.path.exists(self.directory) and not os.path.isdir(self.directory):
       raise ValueError(f'model_dir {self.directory!r} is a file, not a directory: give '
                        'Estimator a directory path for its checkpoints.')
+    self._retention = Retention(self.directory, keep, keep_best, best_metric, best_mode,
+                                keep_every_n_hours)
     self._options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+        enable_async_checkpointing=async_save, create=True,
+        preservation_policy=self._retention.policy)
     self._manager = self._new_manager()
     self._saving: int | None = None  # the step of the save in flight
+    self._writer = False  # whether this store has saved (then it also deletes)
     self._inference = None  # ((step, mtime), (variables, metadata)) of the last restore
 
   def _new_manager(self) -> ocp.CheckpointManager:
@@ -167,6 +183,9 @@ class CheckpointStore:
     """Starts saving `state` and a captured input position at `step` (written in the
     background)."""
     self.wait()  # a failed previous save is reported here, with its own step
+    self._writer = True
+    # An older checkpoint of this number (set aside, or deleted by hand) was evaluated, not this.
+    self._retention.record.update(forget=[step])
     args = ocp.args.Composite(
         model=ocp.args.StandardSave(state.variables),
         train=ocp.args.StandardSave(
@@ -176,6 +195,46 @@ class CheckpointStore:
     self._saving = step
     with self._reporting_disk_full():
       self._manager.save(step, args=args, force=True)
+
+  def record_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Records the evaluation `metrics` of checkpoint `step` (its scalars, in
+    `checkpoint_metrics.json`: they survive restarts and rank the best checkpoints).
+
+    Call it on every process. A store that has saved then deletes the steps that
+    no retention rule keeps, once the save in flight is on disk. A store that
+    only reads (an evaluator job beside the trainer) only records, and the
+    trainer applies the record at its next save: two processes deleting in one
+    model_dir would race, and a reader may hold another RunConfig. Raises
+    ValueError, recording nothing, when keep_best is set and `best_metric` is
+    not a scalar of `metrics`.
+    """
+    scalars = self._retention.scalars(step, metrics)
+    steps = self.all_steps()
+    record = self._retention.record
+    if step not in steps:
+      logger.warning('The checkpoint of step %d is no longer in %s (deleted after it was '
+                     'evaluated), so its metrics are not recorded.', step, self.directory)
+      return
+    record.update({step: scalars}, forget=set(record.steps()) - set(steps))
+    if self._writer:
+      self._delete_unkept(steps)
+
+  def best_step(self) -> int | None:
+    """The best evaluated step still on disk (by best_metric and best_mode); None if none
+    of them was evaluated."""
+    return self._retention.best(self.all_steps())
+
+  def _delete_unkept(self, steps: list[int]) -> None:
+    """Deletes, through the manager (process 0 deletes, all wait), the finished `steps` that
+    no retention rule keeps; never the newest."""
+    on_disk = [info for info in finished_steps(self.directory) if info.step in steps]
+    doomed = self._retention.doomed(on_disk)
+    for step in doomed:
+      self._manager.delete(step)
+    if doomed:
+      logger.info('Deleted the checkpoints of steps %s (kept: %s).', doomed,
+                  sorted(set(steps) - set(doomed)))
+      self._retention.record.update(forget=doomed)
 
   @_reads_step
   def metadata(self, step: int) -> dict:

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import jax
 from jax.sharding import PartitionSpec
 
+from jestimator.compile_cache import default_cache_dir
+
 _DEFAULT_SECS = 600
 _DEFAULT_LOG_STEPS = 100
 
@@ -65,6 +67,17 @@ class RunConfig:
       (pulled, converted, checked and placed on the mesh ahead of the loop).
     precision: 'float32', 'mixed_bfloat16' (float32 parameters, bfloat16
       compute, float32 loss/metrics/predictions) or a `training.precision.Policy`.
+    save_summary_steps: write TensorBoard scalars (loss, train metrics, speed,
+      learning rate) under model_dir every this many steps (None: never).
+    keep_best_checkpoints: also keep the k best evaluated checkpoints (ranked
+      by `best_metric`, `best_mode` 'min' or 'max'), beside the newest
+      `keep_checkpoint_max`; None keeps no extra ones.
+    keep_checkpoint_every_n_hours: also keep one checkpoint per this many hours.
+    debug: run model_fn eagerly (no jit: print, breakpoints and Python
+      exceptions show the user's line) with `checkify` checks (NaN, division,
+      index) that name the failing op's source line. Slow: for debugging only.
+    compilation_cache_dir: JAX's persistent compilation cache directory
+      (default: a `jestimator` folder in the user's cache dir; None disables).
   """
 
   model_dir: str | None = None
@@ -85,6 +98,13 @@ class RunConfig:
   runner: str = 'jit'
   precision: Any = 'float32'
   prefetch_batches: int = 2
+  save_summary_steps: int | None = 100
+  keep_best_checkpoints: int | None = None
+  best_metric: str = 'loss'
+  best_mode: str = 'min'
+  keep_checkpoint_every_n_hours: float | None = None
+  debug: bool = False
+  compilation_cache_dir: str | None | _Unset = _UNSET
 
   def __post_init__(self):
     secs = self.save_checkpoints_secs
@@ -106,7 +126,12 @@ class RunConfig:
     if self.log_step_count_steps is _UNSET:
       k = self.steps_per_loop if isinstance(self.steps_per_loop, int) and self.steps_per_loop > 0 else 1
       object.__setattr__(self, 'log_step_count_steps', -(-_DEFAULT_LOG_STEPS // k) * k)
-    for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps'):
+    if self.compilation_cache_dir is _UNSET:
+      object.__setattr__(self, 'compilation_cache_dir', default_cache_dir())
+    if self.best_mode not in ('min', 'max'):
+      raise ValueError(f"RunConfig: best_mode must be 'min' or 'max', got {self.best_mode!r}.")
+    for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_step_count_steps',
+                 'save_summary_steps', 'keep_best_checkpoints'):
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value <= 0):
         raise ValueError(f'RunConfig: {name} must be a positive int or None, got {value!r}.')
