@@ -21,6 +21,11 @@ from jestimator.estimator import Estimator
 from jestimator.model_dir_lock import ModelDirLockedError
 from jestimator.train_loop import NanLossDuringTrainingError
 from jestimator.inputs import InputContext
+from jestimator.lifecycle import early_stopping
+from jestimator.lifecycle.evaluator import run_evaluator
+from jestimator.lifecycle.specs import EvalSpec, TrainSpec
+from jestimator.summary import plot_history
+from jestimator.lifecycle.train_and_evaluate import train_and_evaluate
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
 from jestimator.training.checks import InvalidInputError, check
@@ -31,7 +36,8 @@ __version__ = '0.1.0'
 __all__ = [
     'CheckpointDiskFullError', 'CheckpointMismatchError', 'CheckpointReadError',
     'ModelDirLockedError',
-    'Estimator', 'EstimatorSpec', 'HostTransform', 'InputContext', 'InvalidInputError',
+    'Estimator', 'EstimatorSpec', 'EvalSpec', 'TrainSpec', 'early_stopping', 'plot_history',
+    'run_evaluator', 'train_and_evaluate', 'HostTransform', 'InputContext', 'InvalidInputError',
     'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute',
     'example_mask',
     'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',

@@ -7,7 +7,6 @@ mesh) -> jitted step -> back here for logs, hooks, progress and checkpoints.
 
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import os
@@ -16,29 +15,30 @@ from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
-from jax.sharding import PartitionSpec as P
 
 from jestimator.checkpoint import CheckpointStore
 from jestimator.checkpoint_check import check_restorable
+from jestimator.compile_cache import enable_compilation_cache
 from jestimator.config import RunConfig
 from jestimator.distribute.mesh import mesh_from_config
 from jestimator.distribute.multiprocess import largest_over_processes
 from jestimator.feature_column.transform import FeatureTransform
-from jestimator.hooks.base import Hook, reject_hooks
+from jestimator.hooks.base import Hook
+from jestimator.hooks.hook_set import check_hooks, check_listeners
+from jestimator.inference_loop import run_evaluation, run_prediction, unbatch
 from jestimator.inputs.input_context import InputContext
 from jestimator.inputs.host_transform import HostTransform
-from jestimator.inputs.inference_feed import padded_batches
 from jestimator.inputs.input_fn import call_input_fn
 from jestimator.inputs.padding import batch_size_of, pad_batch
 from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.sources import apply_transforms, normalize
 from jestimator.inputs.signature import Signature
 from jestimator.model_dir_lock import hold_model_dir
-from jestimator.reporting import logger, progress_bar
+from jestimator.lifecycle.evaluator import clear_training_finished, mark_training_finished
+from jestimator.lifecycle.recording import default_train_hooks, record_evaluation
+from jestimator.reporting import logger
 from jestimator.spec import ModeKeys
-from jestimator.train_loop import MAX_INFLIGHT_STEPS, check_train_args, run_train_loop
-from jestimator.training import checks
+from jestimator.train_loop import check_train_args, run_train_loop
 from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.training.transform import ModelFnModule, model_fn_args
@@ -97,13 +97,15 @@ class Estimator:
     policy = get_policy(self._config.precision)
     if policy != get_policy('float32'):
       module = PolicyModule(module, policy)
+    enable_compilation_cache(self._config.compilation_cache_dir)
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
                           self._config.gradient_accumulation_steps, self._config.partition_rules,
-                          self._config.runner)
+                          self._config.runner, debug=self._config.debug)
     self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
     self._live: _Live | None = None  # the state and input the last train() ended with
+    self._mode_hooks: dict[str, tuple] = {}  # the model_fn's hooks per mode
 
   # -- properties -----------------------------------------------------------
 
@@ -134,7 +136,10 @@ class Estimator:
   def _checkpoints(self) -> CheckpointStore:
     if self._store is None:
       c = self._config
-      self._store = CheckpointStore(c.model_dir, c.keep_checkpoint_max, c.async_checkpoints)
+      self._store = CheckpointStore(
+          c.model_dir, c.keep_checkpoint_max, c.async_checkpoints,
+          keep_best=c.keep_best_checkpoints, best_metric=c.best_metric, best_mode=c.best_mode,
+          keep_every_n_hours=c.keep_checkpoint_every_n_hours)
     return self._store
 
   def latest_checkpoint(self) -> str | None:
@@ -190,6 +195,7 @@ class Estimator:
 
   def train(self, input_fn: Callable, hooks: Sequence[Hook] | None = None,
             steps: int | None = None, max_steps: int | None = None,
+            saving_listeners: Sequence[Any] | None = None,
             resume_input: bool = True) -> 'Estimator':
     """Trains until `steps` more steps, global step `max_steps`, or the input ends.
 
@@ -201,24 +207,31 @@ class Estimator:
     continue (nothing is restored). A newest checkpoint that cannot be read
     is skipped with a warning (and moved aside): training resumes from the
     previous one. Only one train() at a time may write into a model_dir.
+    Hooks: `hooks`, the model_fn's `training_hooks`, and a `SummarySaverHook`
+    every `save_summary_steps`; `saving_listeners` around every save.
     """
     hooks = check_train_args(steps, max_steps, hooks)
+    listeners = check_listeners(saving_listeners)
     with hold_model_dir(self.model_dir):  # writable, and no other live trainer
-      return self._train(input_fn, hooks, steps, max_steps, resume_input)
+      return self._train(input_fn, hooks, listeners, steps, max_steps, resume_input)
 
-  def _train(self, input_fn, hooks, steps, max_steps, resume_input) -> 'Estimator':
+  def _train(self, input_fn, hooks, listeners, steps, max_steps, resume_input) -> 'Estimator':
     start = self._checkpoints().latest_step() or 0
     if max_steps is not None and start >= max_steps:
       logger.info('Skipping training since max_steps has already saved (global step %d).', start)
       return self
+    clear_training_finished(self.model_dir)  # for an evaluator following model_dir
     live, self._live = self._live, None  # donated below; set again only on success
     state, pipeline, signature, start = self._start_training(input_fn, start, resume_input,
                                                              live)
     last = start + steps if steps is not None else max_steps
-    state, step = run_train_loop(self, self._runner, self._checkpoints(), self._config,
-                                 self._optimizer, self._train_metric_shapes, state, pipeline,
-                                 signature, start, last, hooks)
+    hooks = [*hooks, *self._mode_hooks[ModeKeys.TRAIN][0], *default_train_hooks(self._config)]
+    state, step, finished = run_train_loop(
+        self, self._runner, self._checkpoints(), self._config, self._optimizer,
+        self._train_metric_shapes, state, pipeline, signature, start, last, hooks, listeners)
     self._live = _Live(step, state, pipeline, signature)
+    if finished and all(getattr(h, 'final_round', True) for h in hooks):
+      mark_training_finished(self.model_dir, step)
     return self
 
   def _start_training(self, input_fn, start, resume_input, live):
@@ -264,6 +277,7 @@ class Estimator:
     if self._optimizer is None:
       spec = self._runner.abstract_spec(*batch, ModeKeys.TRAIN)
       self._optimizer, self._train_metric_shapes = spec.optimizer, spec.eval_metrics
+      self._mode_hooks[ModeKeys.TRAIN] = (spec.training_hooks, set())
     return batch
 
   # -- evaluate / predict -------------------------------------------------------
@@ -275,6 +289,11 @@ class Estimator:
     batch is first checked against the signature the checkpoint was trained
     with, so a missing or reshaped feature is named before anything compiles.
     """
+    live, check_labels = self._live, mode == ModeKeys.EVAL
+    if checkpoint_path is None and live and live.step == self._checkpoints().latest_step():
+      live.signature.check(*first, check_labels=check_labels)  # the newest step, in memory
+      rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)
+      return live.state.variables, rng, live.step, self._runner.feed(first)
     store, place = self._checkpoints(), self._runner.place_abstract
     if checkpoint_path is not None:
       directory, name = os.path.split(os.path.normpath(os.path.abspath(checkpoint_path)))
@@ -288,8 +307,7 @@ class Estimator:
       found = store.restore_newest(lambda step: (step, store.restore_for_inference(step, place)))
     if found is not None:
       step, (variables, metadata) = found
-      Signature.from_json(metadata['signature']).check(*first,
-                                                       check_labels=mode == ModeKeys.EVAL)
+      Signature.from_json(metadata['signature']).check(*first, check_labels=check_labels)
     features, labels = self._runner.feed(first)
     if found is not None:  # another model's checkpoint: name what differs
       check_restorable(store.path(step), variables,
@@ -307,41 +325,32 @@ class Estimator:
                name: str | None = None) -> dict[str, Any]:
     """Metrics over the input (every example exactly once), plus `loss` and `global_step`.
 
-    A failed device check (`jestimator.check`: an invalid label or id) raises
+    Evaluates `checkpoint_path`, else the newest checkpoint (the state this
+    Estimator's last train() left in memory, when it is that checkpoint).
+    The results go to TensorBoard under `eval_dir(name)`. A failed device
+    check (`jestimator.check`: an invalid label or id) raises
     `InvalidInputError` after the last batch, naming the first bad batch.
     """
-    reject_hooks(hooks, 'evaluate')
+    hooks = check_hooks(hooks, 'evaluate')
     if steps is not None and steps <= 0:
       raise ValueError(f'Must specify steps > 0, given: {steps}')
     pipeline = self._pipeline(input_fn, ModeKeys.EVAL)
     first = self._first(pipeline, ModeKeys.EVAL)
     size = self._runner.feed.padded_size(largest_over_processes(batch_size_of(first[0])))
-    variables, rng, global_step, (g_features, g_labels) = self._variables(
-        ModeKeys.EVAL, checkpoint_path, pad_batch(first, size)[0])
-    mask = self._runner.feed(np.ones(size, np.float32))
-    shapes = self._runner.eval_metrics_shapes(variables, g_features, g_labels, mask)
-    acc = self._runner.zeros_like_shapes(shapes)
-    eval_step, first_flag = self._runner.eval_step(variables), self._runner.true
-    checked = self._runner.empty_checks()
-    total = steps if steps is not None else pipeline.num_batches
-    inflight = collections.deque()
-    with progress_bar(total, 'evaluate', 'batch', self._config.progress_bar) as bar:
-      for i, (features, labels, mask, _) in enumerate(padded_batches(
-          pipeline, self._runner, size, steps, self._config.prefetch_batches, True)):
-        acc, checked, done = eval_step(variables, rng, acc, checked, features, labels, mask,
-                                       first_flag, self._runner.scalar(i, np.int32))
-        first_flag = self._runner.false
-        inflight.append(done)
-        if len(inflight) > MAX_INFLIGHT_STEPS:
-          inflight.popleft().block_until_ready()
-        bar.update(1)
-    checks.raise_if_failed(checked, 'evaluate')
-    results = {k: np.asarray(jax.device_get(m.compute()))[()] for k, m in acc.items()}
-    results['global_step'] = np.int64(global_step)
+    variables, rng, global_step, placed = self._variables(ModeKeys.EVAL, checkpoint_path,
+                                                          pad_batch(first, size)[0])
+    hooks = [*hooks, *self._hooks_of(ModeKeys.EVAL, placed)[0]]
+    results = run_evaluation(self, self._runner, self._config, pipeline, size, variables, rng,
+                             global_step, placed, steps, hooks)
     logger.info('Evaluation%s at global step %d: %s', f' {name!r}' if name else '', global_step,
                 ', '.join(f'{k} = {v:.6g}' if np.ndim(v) == 0 else f'{k} = {v}'
                           for k, v in sorted(results.items())))
+    record_evaluation(self, results, name, checkpoint_path)
     return results
+
+  def eval_dir(self, name: str | None = None) -> str:
+    """Where evaluations write their TensorBoard scalars: `model_dir/eval[_name]`."""
+    return os.path.join(self.model_dir, 'eval' if not name else f'eval_{name}')
 
   def predict(self, input_fn: Callable, predict_keys: Sequence[str] | str | None = None,
               hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
@@ -352,47 +361,27 @@ class Estimator:
     input (its input_fn's examples), in its input order. A failed device check
     (`jestimator.check`) raises `InvalidInputError` after the last prediction.
     """
-    reject_hooks(hooks, 'predict')
+    hooks = check_hooks(hooks, 'predict')
     if isinstance(predict_keys, str):
       predict_keys = [predict_keys]
     pipeline = self._pipeline(input_fn, ModeKeys.PREDICT)
     first = self._first(pipeline, ModeKeys.PREDICT)
     size = self._runner.feed.padded_size(largest_over_processes(batch_size_of(first[0])))
-    variables, rng, _, _ = self._variables(ModeKeys.PREDICT, checkpoint_path,
-                                           pad_batch(first, size)[0])
-    predict_step = self._runner.predict_step(variables)
-    checked = self._runner.empty_checks()
-    pending = collections.deque()
-    with progress_bar(pipeline.num_batches, 'predict', 'batch', self._config.progress_bar) as bar:
-      for i, (features, _, mask, n) in enumerate(padded_batches(
-          pipeline, self._runner, size, None, self._config.prefetch_batches)):
-        predictions, checked = predict_step(variables, rng, checked, features, mask,
-                                            self._runner.scalar(i, np.int32))
-        pending.append((predictions, n))
-        if len(pending) > 1:
-          yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
-        bar.update(1)
-      while pending:
-        yield from self._unbatch(*pending.popleft(), predict_keys, yield_single_examples)
-    checks.raise_if_failed(checked, 'predict')
+    variables, rng, _, placed = self._variables(ModeKeys.PREDICT, checkpoint_path,
+                                                pad_batch(first, size)[0])
+    spec_hooks, available = self._hooks_of(ModeKeys.PREDICT, placed)
+    hooks = [*hooks, *spec_hooks]
+    yield from run_prediction(
+        self, self._runner, self._config, pipeline, size, variables, rng, hooks, available,
+        lambda p, n: unbatch(p, n, self._mesh, self._config.data_axis, self._transforms,
+                             predict_keys, yield_single_examples))
 
-  def _unbatch(self, predictions, n, predict_keys, single) -> Iterator[Any]:
-    if jax.process_count() > 1:  # this process's own rows of the global batch
-      predictions = multihost_utils.global_array_to_host_local_array(
-          predictions, self._mesh, P(self._config.data_axis))
-    predictions = jax.tree.map(lambda x: np.asarray(x)[:n], jax.device_get(predictions))
-    for transform in self._transforms:
-      predictions = transform.postprocess(predictions)
-    if predict_keys is not None:
-      if not isinstance(predictions, dict):
-        raise ValueError('predict_keys needs predictions to be a dict.')
-      missing = [k for k in predict_keys if k not in predictions]
-      if missing:
-        raise ValueError(f'Expected to run at least one output from {sorted(predictions)}, '
-                         f'provided {missing}.')
-      predictions = {k: predictions[k] for k in predict_keys}
-    if not single:
-      yield predictions
-      return
-    for i in range(n):
-      yield jax.tree.map(lambda x: x[i], predictions)
+  def _hooks_of(self, mode: str, placed) -> tuple[tuple, set]:
+    """(the model_fn's hooks for `mode`, its prediction keys): traced once per mode."""
+    if mode not in self._mode_hooks:
+      spec = self._runner.abstract_spec(*placed, mode)
+      p = spec.predictions
+      self._mode_hooks[mode] = (
+          spec.evaluation_hooks if mode == ModeKeys.EVAL else spec.prediction_hooks,
+          set(p) if isinstance(p, dict) else {'predictions'})
+    return self._mode_hooks[mode]

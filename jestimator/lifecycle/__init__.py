@@ -1,1 +1,2 @@
-"""The training lifecycle around the loop: preemption handling (more to come: train_and_evaluate, early stopping)."""
+"""The training lifecycle around the loops: train_and_evaluate and its specs, early
+stopping, the continuous evaluator, what train/evaluate record, preemption handling."""
