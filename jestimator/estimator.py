@@ -106,6 +106,7 @@ class Estimator:
     self._train_metric_shapes = None
     self._live: _Live | None = None  # the state and input the last train() ended with
     self._mode_hooks: dict[str, tuple] = {}  # the model_fn's hooks per mode
+    self._pinned: int | None = None  # the step evaluate/predict use (use_checkpoint)
 
   # -- properties -----------------------------------------------------------
 
@@ -143,9 +144,26 @@ class Estimator:
     return self._store
 
   def latest_checkpoint(self) -> str | None:
-    """The path of the newest finished checkpoint, or None."""
-    step = self._checkpoints().latest_step()
+    """The path of the newest finished checkpoint (or of the one `use_checkpoint` chose),
+    or None."""
+    step = self._pinned or self._checkpoints().latest_step()
     return None if step is None else self._checkpoints().path(step)
+
+  def best_checkpoint(self) -> str | None:
+    """The best evaluated checkpoint still on disk (`RunConfig.keep_best_checkpoints`,
+    `best_metric`, `best_mode`), or None."""
+    step = self._checkpoints().best_step()
+    return None if step is None else self._checkpoints().path(step)
+
+  def use_checkpoint(self, path: str | None) -> None:
+    """Makes evaluate/predict/latest_checkpoint use the checkpoint at `path` (e.g.
+    `best_checkpoint()`) until the next train(); None returns to the newest."""
+    name = None if path is None else os.path.basename(os.path.normpath(path))
+    if path is not None and (os.path.dirname(os.path.abspath(os.path.normpath(path))) !=
+                             self._checkpoints().directory or not name.isdigit()):
+      raise ValueError(f'use_checkpoint: {path!r} is not a checkpoint of model_dir '
+                       f'{self.model_dir!r}.')
+    self._pinned = None if path is None else int(name)
 
   def get_variable_names(self) -> list[str]:
     """Names of the saved variables ('params/Dense_0/kernel', ..., 'global_step')."""
@@ -221,6 +239,7 @@ class Estimator:
       logger.info('Skipping training since max_steps has already saved (global step %d).', start)
       return self
     clear_training_finished(self.model_dir)  # for an evaluator following model_dir
+    self._pinned = None
     live, self._live = self._live, None  # donated below; set again only on success
     state, pipeline, signature, start = self._start_training(input_fn, start, resume_input,
                                                              live)
@@ -290,6 +309,8 @@ class Estimator:
     with, so a missing or reshaped feature is named before anything compiles.
     """
     live, check_labels = self._live, mode == ModeKeys.EVAL
+    if checkpoint_path is None and self._pinned is not None:
+      checkpoint_path = self._checkpoints().path(self._pinned)
     if checkpoint_path is None and live and live.step == self._checkpoints().latest_step():
       live.signature.check(*first, check_labels=check_labels)  # the newest step, in memory
       rng = self._runner.scalar(np.asarray(jax.random.PRNGKey(self._config.seed)), np.uint32)

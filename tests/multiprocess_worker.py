@@ -6,7 +6,8 @@ With NUM_PROCESSES=1 it is the single-process reference. VARIANT 'die' makes
 process 1 exit right after joining, to test that the others fail instead of
 hanging. VARIANT 'grain' reads grain datasets sharded with `ShardByJaxProcess`;
 with several processes it trains in two calls, the second a new Estimator
-that restores each process's grain position from disk.
+that restores each process's grain position from disk. VARIANT
+'train_and_evaluate' trains with evaluations at steps 5 and 10.
 """
 
 import os
@@ -85,8 +86,12 @@ if variant == 'grain':
   if num > 1:
     est.train(input_fn, max_steps=6)
     est = je.Estimator(model_fn, model_dir, config)  # restores params and grain positions
-est.train(input_fn, max_steps=10)
-metrics = est.evaluate(input_fn)
+if variant == 'train_and_evaluate':
+  metrics, _ = je.train_and_evaluate(est, je.TrainSpec(input_fn, max_steps=10),
+                                     je.EvalSpec(input_fn, steps=None, every_n_steps=5))
+else:
+  est.train(input_fn, max_steps=10)
+  metrics = est.evaluate(input_fn)
 preds = list(est.predict(input_fn))
 params = {n.replace('/', '.'): est.get_variable_value(n) for n in est.get_variable_names()}
 np.savez(os.path.join(out_dir, f'params_{num}_{pid}.npz'), **params)

@@ -5,6 +5,7 @@
 a process that dies makes the other fail within a bound instead of hanging.
 """
 
+import glob
 import os
 import socket
 import subprocess
@@ -65,6 +66,17 @@ def run_two_processes_and_one(tmp_path, mode: str = 'tf.data') -> None:
 
 def test_two_processes_equal_one_process(tmp_path):
   run_two_processes_and_one(tmp_path)
+
+
+def test_train_and_evaluate_with_two_processes_equals_one(tmp_path):
+  from jestimator.summary import read_scalars  # pylint: disable=import-outside-toplevel
+  run_two_processes_and_one(tmp_path, 'train_and_evaluate')
+  single = read_scalars(str(tmp_path / 'single' / 'eval'))
+  multi = read_scalars(str(tmp_path / 'multi' / 'eval'))  # written by process 0 only
+  assert [s for s, _ in multi['loss']] == [5, 10] == [s for s, _ in single['loss']]
+  np.testing.assert_allclose([v for _, v in multi['loss']], [v for _, v in single['loss']],
+                             rtol=1e-5)
+  assert len(glob.glob(str(tmp_path / 'multi' / 'eval' / 'events.out.tfevents.*'))) == 1
 
 
 def test_a_dead_process_makes_the_other_fail_not_hang(tmp_path):

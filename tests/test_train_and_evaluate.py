@@ -188,3 +188,18 @@ def test_spec_hooks_and_saving_listeners_run(tmp_path):
   list(est.predict(je.inputs.numpy_input_fn({'x': X[:32]}, batch_size=32, shuffle=False)))
   assert seen == [('before', 2), ('after', 2), ('train', 3), ('before', 3), ('after', 3),
                   ('eval', 2), ('infer', 1)]
+
+
+def test_restore_best_makes_the_best_checkpoint_the_one_used(tmp_path):
+  est = _estimator(tmp_path / 'm', keep_best_checkpoints=1, best_metric='loss', best_mode='max')
+  je.train_and_evaluate(est, je.TrainSpec(TRAIN, max_steps=9),
+                        je.EvalSpec(EVAL_A, steps=None, every_n_steps=3), restore_best=True)
+  losses = dict(read_scalars(str(tmp_path / 'm' / 'eval'))['loss'])
+  worst = max(losses, key=losses.get)  # best_mode='max': the highest loss is "best"
+  assert est.latest_checkpoint() == str(tmp_path / 'm' / str(worst)) == est.best_checkpoint()
+  np.testing.assert_allclose(est.evaluate(EVAL_A, name='x')['loss'], losses[worst], rtol=1e-6)
+  est.train(TRAIN, max_steps=10)  # training continues from the newest, then it is used again
+  assert est.latest_checkpoint().endswith('/10')
+  with pytest.raises(ValueError, match='keep_best_checkpoints'):
+    je.train_and_evaluate(_estimator(tmp_path / 'n'), je.TrainSpec(TRAIN, max_steps=2),
+                          je.EvalSpec(EVAL_A), restore_best=True)

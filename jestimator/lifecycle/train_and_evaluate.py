@@ -141,12 +141,22 @@ def _global_step(estimator) -> int:
   return 0 if path is None else int(os.path.basename(path))
 
 
-def train_and_evaluate(estimator, train_spec: TrainSpec, eval_spec) -> tuple[Any, Any]:
+def train_and_evaluate(estimator, train_spec: TrainSpec, eval_spec,
+                       restore_best: bool = False) -> tuple[Any, Any]:
   """Trains per `train_spec`, evaluating per `eval_spec` (one, a list, or a dict name ->
   EvalSpec); returns `(results, export results)` of the last evaluation — for several
-  EvalSpecs, dicts keyed by name."""
+  EvalSpecs, dicts keyed by name.
+
+  `restore_best=True`: at the end, the best evaluated checkpoint (RunConfig's
+  `keep_best_checkpoints`, `best_metric`, `best_mode`) becomes what
+  `latest_checkpoint()`, evaluate and predict use (`Estimator.use_checkpoint`);
+  the newer checkpoints stay on disk, and train() resumes from the newest.
+  """
   if not isinstance(train_spec, TrainSpec):
     raise TypeError(f'train_spec must be a je.TrainSpec, got {type(train_spec).__name__}.')
+  if restore_best and not estimator.config.keep_best_checkpoints:
+    raise ValueError('train_and_evaluate(restore_best=True) needs the evaluations ranked: '
+                     "set RunConfig(keep_best_checkpoints=k, best_metric='...', best_mode=...).")
   specs = _eval_specs(eval_spec)
   clock = _EvalClock(specs)
   cut = [_CutWhenEvalDue(clock, estimator.config.log_step_count_steps or 100)] if any(
@@ -174,6 +184,8 @@ def train_and_evaluate(estimator, train_spec: TrainSpec, eval_spec) -> tuple[Any
         clock.evaluated(spec)
     if over:
       break
+  if restore_best and estimator.best_checkpoint() is not None:
+    estimator.use_checkpoint(estimator.best_checkpoint())
   if len(specs) == 1:
     return results.get(specs[0].name), exports.get(specs[0].name, [])
   return results, exports
