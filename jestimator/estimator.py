@@ -34,6 +34,7 @@ from jestimator.inputs.pipeline import InputPipeline
 from jestimator.inputs.sources import apply_transforms, normalize
 from jestimator.inputs.signature import Signature
 from jestimator.model_dir_lock import hold_model_dir
+from jestimator.model_dir_view import ModelDirView
 from jestimator.lifecycle.evaluator import clear_training_finished, mark_training_finished
 from jestimator.lifecycle.recording import default_train_hooks, record_evaluation
 from jestimator.reporting import logger
@@ -52,7 +53,7 @@ class _Live:
   signature: Signature
 
 
-class Estimator:
+class Estimator(ModelDirView):
   """Trains, evaluates and predicts with a pure `model_fn` (tf.estimator's API).
 
   Args:
@@ -101,18 +102,12 @@ class Estimator:
     self._runner = Runner(module, self._mesh, self._config.data_axis, self._config.rng_streams,
                           self._config.gradient_accumulation_steps, self._config.partition_rules,
                           self._config.runner, debug=self._config.debug)
-    self._store: CheckpointStore | None = None
     self._optimizer = None
     self._train_metric_shapes = None
     self._live: _Live | None = None  # the state and input the last train() ended with
     self._mode_hooks: dict[str, tuple] = {}  # the model_fn's hooks per mode
-    self._pinned: int | None = None  # the step evaluate/predict use (use_checkpoint)
 
   # -- properties -----------------------------------------------------------
-
-  @property
-  def model_dir(self) -> str:
-    return self._config.model_dir
 
   @property
   def config(self) -> RunConfig:
@@ -131,59 +126,6 @@ class Estimator:
     step = self._checkpoints().latest_step()
     return (f'Estimator(model_fn={name}, model_dir={self.model_dir!r}, global_step={step}, '
             f'mesh={dict(self._mesh.shape)})')
-
-  # -- checkpoints ----------------------------------------------------------
-
-  def _checkpoints(self) -> CheckpointStore:
-    if self._store is None:
-      c = self._config
-      self._store = CheckpointStore(
-          c.model_dir, c.keep_checkpoint_max, c.async_checkpoints,
-          keep_best=c.keep_best_checkpoints, best_metric=c.best_metric, best_mode=c.best_mode,
-          keep_every_n_hours=c.keep_checkpoint_every_n_hours)
-    return self._store
-
-  def latest_checkpoint(self) -> str | None:
-    """The path of the newest finished checkpoint (or of the one `use_checkpoint` chose),
-    or None."""
-    step = self._pinned or self._checkpoints().latest_step()
-    return None if step is None else self._checkpoints().path(step)
-
-  def best_checkpoint(self) -> str | None:
-    """The best evaluated checkpoint still on disk (`RunConfig.keep_best_checkpoints`,
-    `best_metric`, `best_mode`), or None."""
-    step = self._checkpoints().best_step()
-    return None if step is None else self._checkpoints().path(step)
-
-  def use_checkpoint(self, path: str | None) -> None:
-    """Makes evaluate/predict/latest_checkpoint use the checkpoint at `path` (e.g.
-    `best_checkpoint()`) until the next train(); None returns to the newest."""
-    name = None if path is None else os.path.basename(os.path.normpath(path))
-    if path is not None and (os.path.dirname(os.path.abspath(os.path.normpath(path))) !=
-                             self._checkpoints().directory or not name.isdigit()):
-      raise ValueError(f'use_checkpoint: {path!r} is not a checkpoint of model_dir '
-                       f'{self.model_dir!r}.')
-    self._pinned = None if path is None else int(name)
-
-  def get_variable_names(self) -> list[str]:
-    """Names of the saved variables ('params/Dense_0/kernel', ..., 'global_step')."""
-    return sorted(self._checkpoints().variables_by_name(self._trained_step(), False)) + [
-        'global_step']
-
-  def get_variable_value(self, name: str) -> np.ndarray:
-    """The value of one saved variable, as numpy."""
-    if name == 'global_step':
-      return np.asarray(self._checkpoints().latest_step(), np.int64)
-    saved = self._checkpoints().variables_by_name(self._trained_step())
-    if name not in saved:
-      raise ValueError(f'variable {name!r} not in the checkpoint; names: {sorted(saved)}.')
-    return saved[name]
-
-  def _trained_step(self) -> int:
-    step = self._checkpoints().latest_step()
-    if step is None:
-      raise ValueError(f'no checkpoint in model_dir {self.model_dir}; train first.')
-    return step
 
   # -- input ------------------------------------------------------------------
 
@@ -368,10 +310,6 @@ class Estimator:
                           for k, v in sorted(results.items())))
     record_evaluation(self, results, name, checkpoint_path)
     return results
-
-  def eval_dir(self, name: str | None = None) -> str:
-    """Where evaluations write their TensorBoard scalars: `model_dir/eval[_name]`."""
-    return os.path.join(self.model_dir, 'eval' if not name else f'eval_{name}')
 
   def predict(self, input_fn: Callable, predict_keys: Sequence[str] | str | None = None,
               hooks: Sequence[Hook] | None = None, checkpoint_path: str | None = None,
