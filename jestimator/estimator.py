@@ -43,6 +43,7 @@ from jestimator.train_loop import check_train_args, run_train_loop
 from jestimator.training.precision import PolicyModule, get_policy
 from jestimator.training.runner import Runner
 from jestimator.training.transform import ModelFnModule, model_fn_args
+from jestimator.warm_start import warm_start, warm_start_settings
 
 @dataclasses.dataclass
 class _Live:
@@ -73,8 +74,10 @@ class Estimator(ModelDirView):
                config: RunConfig | None = None, params: dict | None = None,
                input_transforms: Sequence[HostTransform] = (),
                feature_columns: Sequence[Any] | None = None,
-               sparse_lengths: dict[str, int] | None = None):
+               sparse_lengths: dict[str, int] | None = None,
+               warm_start_from: Any = None):
     model_fn_args(model_fn)
+    self._warm_start = warm_start_settings(warm_start_from)
     if feature_columns:
       input_transforms = (FeatureTransform(feature_columns, sparse_lengths), *input_transforms)
     self._transforms = tuple(input_transforms)
@@ -216,6 +219,8 @@ class Estimator(ModelDirView):
     signature = Signature.of(*first)
     state = self._runner.init_state(self._config.seed, *self._place_train(first),
                                     ModeKeys.TRAIN, self._optimizer)
+    if self._warm_start is not None:  # step 0 only: a model_dir with checkpoints resumes
+      state = warm_start(state, self._warm_start)
     return state, pipeline, signature, 0
 
   def _resume(self, input_fn, step, resume_input):
@@ -344,3 +349,21 @@ class Estimator(ModelDirView):
           spec.evaluation_hooks if mode == ModeKeys.EVAL else spec.prediction_hooks,
           set(p) if isinstance(p, dict) else {'predictions'})
     return self._mode_hooks[mode]
+
+  # -- export -------------------------------------------------------------------
+
+  def export_saved_model(self, export_dir_base: str, serving_input_receiver_fn: Callable,
+                         assets_extra: dict | None = None, as_text: bool = False,
+                         checkpoint_path: str | None = None,
+                         experimental_mode: str = ModeKeys.PREDICT) -> str:
+    """A TF SavedModel for TF Serving under `export_dir_base/<timestamp>` (see
+    `jestimator.export.saved_model`); returns its path."""
+    from jestimator.export.saved_model import export_saved_model  # pylint: disable=import-outside-toplevel
+    return export_saved_model(self, export_dir_base, serving_input_receiver_fn, assets_extra,
+                              as_text, checkpoint_path, experimental_mode)
+
+  def export_jax(self, export_dir: str, checkpoint_path: str | None = None) -> str:
+    """A JAX-native artifact (`jax.export` StableHLO + variables) loadable without
+    TensorFlow by `je.export.load_jax` (see `jestimator.export.jax_artifact`)."""
+    from jestimator.export.jax_artifact import export_jax  # pylint: disable=import-outside-toplevel
+    return export_jax(self, export_dir, checkpoint_path)
