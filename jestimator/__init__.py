@@ -28,6 +28,7 @@ from jestimator.summary import plot_history
 from jestimator.lifecycle.train_and_evaluate import train_and_evaluate
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
+from jestimator.warm_start import WarmStartSettings
 from jestimator.training.checks import InvalidInputError, check
 from jestimator.example_mask import example_mask, masked_mean
 
@@ -37,7 +38,7 @@ __all__ = [
     'CheckpointDiskFullError', 'CheckpointMismatchError', 'CheckpointReadError',
     'ModelDirLockedError',
     'Estimator', 'EstimatorSpec', 'EvalSpec', 'TrainSpec', 'early_stopping', 'plot_history',
-    'run_evaluator', 'train_and_evaluate', 'HostTransform', 'InputContext', 'InvalidInputError',
+    'WarmStartSettings', 'run_evaluator', 'train_and_evaluate', 'HostTransform', 'InputContext', 'InvalidInputError',
     'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute',
     'example_mask',
     'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',

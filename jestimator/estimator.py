@@ -68,6 +68,8 @@ class Estimator(ModelDirView):
       host halves), and to predictions on the way out (`postprocess`).
     feature_columns: shorthand for a first `feature_column.FeatureTransform`
       of these columns (with `sparse_lengths` for variable-length inputs).
+    warm_start_from: a model_dir, `<model_dir>/<step>` or `WarmStartSettings`:
+      initial variables, used only while model_dir has no checkpoint.
   """
 
   def __init__(self, model_fn: Callable, model_dir: str | None = None,

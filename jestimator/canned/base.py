@@ -58,6 +58,8 @@ class CannedEstimator(Estimator):
     model_dir, config: as for `Estimator`.
     sparse_lengths: `{feature key: L}` for sparse inputs (`FeatureTransform`).
     transforms: host transforms applied before the feature columns.
+    warm_start_from: a checkpoint path or `WarmStartSettings` to initialise
+      from when training starts afresh (as for `Estimator`).
   """
 
   def __init__(self, logit_fn: Callable, head: heads.Head, optimizer: optax.GradientTransformation,
@@ -65,7 +67,7 @@ class CannedEstimator(Estimator):
                extra_columns: Sequence[fc_base.FeatureColumn] = (),
                model_dir: str | None = None, config: Any = None,
                sparse_lengths: Mapping[str, int] | None = None,
-               transforms: Sequence[HostTransform] = ()):
+               transforms: Sequence[HostTransform] = (), warm_start_from: Any = None):
     columns = check_columns(feature_columns, type(self).__name__)
     columns += [c for c in extra_columns if c not in columns]
     all_transforms = [*transforms, FeatureTransform(columns, sparse_lengths)]
@@ -79,7 +81,7 @@ class CannedEstimator(Estimator):
 
     model_fn.__name__ = f'{type(self).__name__}_model_fn'
     super().__init__(model_fn, model_dir=model_dir, config=config,
-                     input_transforms=all_transforms)
+                     input_transforms=all_transforms, warm_start_from=warm_start_from)
 
   @property
   def head(self) -> heads.Head:

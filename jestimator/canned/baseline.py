@@ -66,18 +66,19 @@ class BaselineClassifier(CannedEstimator):
 
   Args:
     model_dir, n_classes, weight_column, label_vocabulary, config,
-    loss_reduction: as LinearClassifier.
+    loss_reduction, warm_start_from: as LinearClassifier.
     optimizer: an optax transformation or a name (learning rate 0.3), default 'Ftrl'.
   """
 
   def __init__(self, model_dir: str | None = None, n_classes: int = 2, weight_column: Any = None,
                label_vocabulary: Sequence[str] | None = None, optimizer: Any = 'Ftrl',
-               config: Any = None, loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE):
+               config: Any = None, loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE,
+               warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = classifier_head(n_classes, weight_key, label_vocabulary, loss_reduction)
     super().__init__(baseline_logit_fn(head.logits_dimension), head,
                      get_optimizer(optimizer, BASELINE_LEARNING_RATE), [], extra, model_dir,
-                     config, transforms=[ExampleMarker()])
+                     config, transforms=[ExampleMarker()], warm_start_from=warm_start_from)
 
 
 class BaselineRegressor(CannedEstimator):
@@ -89,10 +90,10 @@ class BaselineRegressor(CannedEstimator):
 
   def __init__(self, model_dir: str | None = None, label_dimension: int = 1,
                weight_column: Any = None, optimizer: Any = 'Ftrl', config: Any = None,
-               loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE):
+               loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE, warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = RegressionHead(label_dimension, weight_column=weight_key,
                           loss_reduction=loss_reduction)
     super().__init__(baseline_logit_fn(head.logits_dimension), head,
                      get_optimizer(optimizer, BASELINE_LEARNING_RATE), [], extra, model_dir,
-                     config, transforms=[ExampleMarker()])
+                     config, transforms=[ExampleMarker()], warm_start_from=warm_start_from)

@@ -75,6 +75,7 @@ class DNNClassifier(CannedEstimator):
     loss_reduction: `Reduction.SUM_OVER_BATCH_SIZE` (default) or `SUM`.
     batch_norm: batch normalization after each hidden layer.
     sparse_lengths: `{feature key: L}` for sparse inputs.
+    warm_start_from: a model_dir, checkpoint or `WarmStartSettings` to start from.
   """
 
   def __init__(self, hidden_units: Sequence[int], feature_columns: Sequence,
@@ -82,13 +83,15 @@ class DNNClassifier(CannedEstimator):
                label_vocabulary: Sequence[str] | None = None, optimizer: Any = 'Adagrad',
                activation_fn: Callable = nn.relu, dropout: float | None = None,
                config: Any = None, loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE,
-               batch_norm: bool = False, sparse_lengths: Mapping[str, int] | None = None):
+               batch_norm: bool = False, sparse_lengths: Mapping[str, int] | None = None,
+               warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = classifier_head(n_classes, weight_key, label_vocabulary, loss_reduction)
     logit_fn = dnn_logit_fn(feature_columns, hidden_units, head.logits_dimension,
                             activation_fn, dropout, batch_norm)
     super().__init__(logit_fn, head, get_optimizer(optimizer, DNN_LEARNING_RATE),
-                     feature_columns, extra, model_dir, config, sparse_lengths)
+                     feature_columns, extra, model_dir, config, sparse_lengths,
+                     warm_start_from=warm_start_from)
 
 
 class DNNRegressor(CannedEstimator):
@@ -103,11 +106,12 @@ class DNNRegressor(CannedEstimator):
                optimizer: Any = 'Adagrad', activation_fn: Callable = nn.relu,
                dropout: float | None = None, config: Any = None,
                loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE, batch_norm: bool = False,
-               sparse_lengths: Mapping[str, int] | None = None):
+               sparse_lengths: Mapping[str, int] | None = None, warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = RegressionHead(label_dimension, weight_column=weight_key,
                           loss_reduction=loss_reduction)
     logit_fn = dnn_logit_fn(feature_columns, hidden_units, head.logits_dimension,
                             activation_fn, dropout, batch_norm)
     super().__init__(logit_fn, head, get_optimizer(optimizer, DNN_LEARNING_RATE),
-                     feature_columns, extra, model_dir, config, sparse_lengths)
+                     feature_columns, extra, model_dir, config, sparse_lengths,
+                     warm_start_from=warm_start_from)

@@ -66,6 +66,7 @@ class DNNLinearCombinedClassifier(CannedEstimator):
       LinearClassifier.
     linear_sparse_combiner: the linear part's sparse combiner.
     sparse_lengths: `{feature key: L}` for sparse inputs.
+    warm_start_from: a model_dir, checkpoint or `WarmStartSettings` to start from.
   """
 
   def __init__(self, model_dir: str | None = None, linear_feature_columns: Sequence = (),
@@ -76,7 +77,7 @@ class DNNLinearCombinedClassifier(CannedEstimator):
                label_vocabulary: Sequence[str] | None = None, config: Any = None,
                loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE, batch_norm: bool = False,
                linear_sparse_combiner: str = 'sum',
-               sparse_lengths: Mapping[str, int] | None = None):
+               sparse_lengths: Mapping[str, int] | None = None, warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = classifier_head(n_classes, weight_key, label_vocabulary, loss_reduction)
     logit_fn, optimizer, columns = wide_and_deep(
@@ -84,7 +85,7 @@ class DNNLinearCombinedClassifier(CannedEstimator):
         dnn_feature_columns, dnn_optimizer, dnn_hidden_units, dnn_activation_fn, dnn_dropout,
         batch_norm)
     super().__init__(logit_fn, head, optimizer, columns, extra, model_dir, config,
-                     sparse_lengths)
+                     sparse_lengths, warm_start_from=warm_start_from)
 
 
 class DNNLinearCombinedRegressor(CannedEstimator):
@@ -101,7 +102,7 @@ class DNNLinearCombinedRegressor(CannedEstimator):
                label_dimension: int = 1, weight_column: Any = None, config: Any = None,
                loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE, batch_norm: bool = False,
                linear_sparse_combiner: str = 'sum',
-               sparse_lengths: Mapping[str, int] | None = None):
+               sparse_lengths: Mapping[str, int] | None = None, warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = RegressionHead(label_dimension, weight_column=weight_key,
                           loss_reduction=loss_reduction)
@@ -110,4 +111,4 @@ class DNNLinearCombinedRegressor(CannedEstimator):
         dnn_feature_columns, dnn_optimizer, dnn_hidden_units, dnn_activation_fn, dnn_dropout,
         batch_norm)
     super().__init__(logit_fn, head, optimizer, columns, extra, model_dir, config,
-                     sparse_lengths)
+                     sparse_lengths, warm_start_from=warm_start_from)

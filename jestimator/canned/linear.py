@@ -46,19 +46,20 @@ class LinearClassifier(CannedEstimator):
     sparse_combiner: how a multivalent categorical input combines: 'sum',
       'mean' or 'sqrtn'.
     sparse_lengths: `{feature key: L}` for sparse inputs.
+    warm_start_from: a model_dir, checkpoint or `WarmStartSettings` to start from.
   """
 
   def __init__(self, feature_columns: Sequence, model_dir: str | None = None, n_classes: int = 2,
                weight_column: Any = None, label_vocabulary: Sequence[str] | None = None,
                optimizer: Any = 'Ftrl', config: Any = None,
                loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE, sparse_combiner: str = 'sum',
-               sparse_lengths: Mapping[str, int] | None = None):
+               sparse_lengths: Mapping[str, int] | None = None, warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = classifier_head(n_classes, weight_key, label_vocabulary, loss_reduction)
     super().__init__(
         linear_logit_fn(feature_columns, head.logits_dimension, sparse_combiner), head,
         get_optimizer(optimizer, LINEAR_LEARNING_RATE), feature_columns, extra, model_dir,
-        config, sparse_lengths)
+        config, sparse_lengths, warm_start_from=warm_start_from)
 
 
 class LinearRegressor(CannedEstimator):
@@ -71,11 +72,12 @@ class LinearRegressor(CannedEstimator):
   def __init__(self, feature_columns: Sequence, model_dir: str | None = None,
                label_dimension: int = 1, weight_column: Any = None, optimizer: Any = 'Ftrl',
                config: Any = None, loss_reduction: str = Reduction.SUM_OVER_BATCH_SIZE,
-               sparse_combiner: str = 'sum', sparse_lengths: Mapping[str, int] | None = None):
+               sparse_combiner: str = 'sum', sparse_lengths: Mapping[str, int] | None = None,
+               warm_start_from: Any = None):
     weight_key, extra = weight_column_parts(weight_column)
     head = RegressionHead(label_dimension, weight_column=weight_key,
                           loss_reduction=loss_reduction)
     super().__init__(
         linear_logit_fn(feature_columns, head.logits_dimension, sparse_combiner), head,
         get_optimizer(optimizer, LINEAR_LEARNING_RATE), feature_columns, extra, model_dir,
-        config, sparse_lengths)
+        config, sparse_lengths, warm_start_from=warm_start_from)
