@@ -196,7 +196,7 @@ class Estimator(ModelDirView):
         self, self._runner, self._checkpoints(), self._config, self._optimizer,
         self._train_metric_shapes, state, pipeline, signature, start, last, hooks, listeners)
     self._live = _Live(step, state, pipeline, signature)
-    if finished and all(getattr(h, 'final_round', True) for h in hooks):
+    if finished:
       mark_training_finished(self.model_dir, step)
     return self
 

@@ -174,7 +174,8 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
   Returns the final state and step (the newest checkpoint's, unless a NaN
   stopped training under `NanTensorHook(fail_on_nan_loss=False)`), and whether
   training ended for good (`last` reached, the input ended, a hook stopped it;
-  not a preemption notice, not a NaN).
+  not a preemption notice, not a NaN, not a round of train_and_evaluate that
+  more rounds follow: a hook's `final_round` False).
   """
   first = pipeline.peek()
   size, accumulate = batch_size_of(first[0]), config.gradient_accumulation_steps
@@ -266,7 +267,8 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
         values = fetch_values(step, loss, metrics, keys)
       if log_due and not poisoned:
         step_logger.log(step, values, metrics)
-        reset = runner.true
+      if values is not None and (log_due or not values.keys().isdisjoint(metrics)):
+        reset = runner.true  # train metrics aggregate since their last fetch
       if pause_point(step) and not poisoned:
         if config.save_checkpoints_steps or secs_due(saved_time):
           save()
@@ -287,7 +289,9 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
     if step != saved_step:
       save()
     hook_set.end_listeners()
-    if loss is not None and not poisoned:
+    finished = not (preempted or poisoned) and (ended or step == last or ctx.stop_requested)
+    finished = finished and all(getattr(h, 'final_round', True) for h in hooks)
+    if loss is not None and finished:
       logger.info('Loss for final step: %s.', float(loss))
   finally:
     guard.__exit__()
@@ -295,5 +299,4 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
     feeder.close()
     bar.close()
     store.wait()
-  finished = not (preempted or poisoned) and (ended or step == last or ctx.stop_requested)
   return state, step, finished

@@ -272,8 +272,8 @@ def test_summary_saver_hook_end_to_end(model_dir):
   [(step, per_sec)] = scalars['global_step/sec']
   assert step == 10 and per_sec > 0
   np.testing.assert_allclose(scalars['examples/sec'], [(10, 8 * per_sec)], rtol=1e-5)
-  # Train metrics aggregate since the last log line (none before step 100 here).
-  np.testing.assert_allclose(scalars['mse'], [(5, losses[:5].mean()), (10, losses.mean())],
+  # Train metrics aggregate since they were last fetched: steps 1-5, then 6-10.
+  np.testing.assert_allclose(scalars['mse'], [(5, losses[:5].mean()), (10, losses[5:].mean())],
                              rtol=1e-5)
 
 

@@ -16,9 +16,10 @@ nothing costs nothing.
       if run_context.values:                  # steps 50, 100, ...
         print(run_context.step, run_context.values['loss'])
 
-Keys (`'*'` asks for all of them): in train `loss`, `global_step` and the train metrics (aggregated since
-the last log line); in evaluate `loss`, `global_step` and the eval metrics
-so far (running values); in predict any `predictions` key (this batch's rows).
+Keys (`'*'` asks for all of them): in train `loss`, `global_step` and the
+train metrics (aggregated since they were last fetched, by the log line or
+any hook); in evaluate `loss`, `global_step` and the eval metrics so far
+(running values); in predict any `predictions` key (this batch's rows).
 """
 
 from __future__ import annotations
