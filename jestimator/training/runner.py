@@ -7,15 +7,37 @@ parallel by rule) and is created directly sharded (`jax.eval_shape`, then
 are replicated. The train state is donated so its buffers are reused in place.
 One executable per mode and batch shape; the jitted callables live as long as
 the runner, so repeated `train()` calls on one Estimator never recompile.
+
+Debug mode (`RunConfig(debug=True)`) runs the same step functions eagerly
+(`jax.disable_jit`; no donation; inputs and outputs placed with the shardings
+jit would use), so a `print` in the model_fn shows values (under the train
+step's gradient, as `GradTracer(primal=...)`), `breakpoint()` stops there and
+a Python exception points at the user's line. Every primitive is checked as
+it runs with checkify's own rules (NaN output, division by zero, index out of
+bounds, a failed `checkify.check`); the first failure raises `DebugCheckError`
+naming the op's source line. Not `checkify.checkify(step)`: that traces the
+step to a jaxpr first, so the model_fn would see tracers (a print shows
+`JitTracer`, `float(x)` fails), and pairing it with an eager pass would run
+the model_fn twice per step; checking each op eagerly names the same line in
+one pass. This leans on `jax._src` (an `EvalTrace` subclass, checkify's rule
+table), checked on jax 0.10. The shapes the Estimator infers beforehand
+(`jax.eval_shape`) still trace the model_fn, so a print fires there too, with
+tracers. The shard_map runner has no debug mode.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sysconfig
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src import checkify as checkify_rules  # per-primitive checks (debug mode)
+from jax._src import core as jax_core  # the eager trace debug mode extends
+from jax.experimental import checkify
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jestimator.distribute.feeding import BatchFeeder
@@ -25,6 +47,11 @@ from jestimator.training import checks, steps
 from jestimator.training.train_state import TrainState
 
 _SEED = jax.ShapeDtypeStruct((2,), jnp.uint32)
+# What debug mode checks on every op (checkify's categories).
+DEBUG_CHECKS = (checkify.nan_checks | checkify.div_checks | checkify.index_checks |
+                checkify.user_checks)
+
+logger = logging.getLogger('jestimator')
 
 
 def shardings_of(tree: Any) -> Any:
@@ -37,17 +64,124 @@ def _key(shardings: Any) -> tuple:
   return treedef, tuple(leaves)
 
 
+class DebugCheckError(ValueError):
+  """Debug mode: an op made a NaN, divided by zero, indexed out of bounds or failed a check."""
+
+
+_THIS_FILE = os.path.abspath(__file__)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(_THIS_FILE)) + os.sep  # jestimator's own code
+_JAX_DIR = os.path.dirname(os.path.abspath(jax.__file__)) + os.sep
+_STDLIB_DIR = os.path.abspath(sysconfig.get_paths()['stdlib']) + os.sep
+_INSTALLED = (f'{os.sep}site-packages{os.sep}', f'{os.sep}dist-packages{os.sep}')
+
+
+def _frames(traceback) -> list[tuple[Any, str]]:
+  """(frame, absolute path) of a `jax` traceback, innermost first, leaving out jax, the
+  standard library and this file (the trace that runs the check)."""
+  frames = [(f, os.path.abspath(f.file_name)) for f in getattr(traceback, 'frames', None) or ()]
+  return [(f, p) for f, p in frames
+          if not p.startswith((_JAX_DIR, _STDLIB_DIR)) and p != _THIS_FILE]
+
+
+def _source_frame(traceback) -> Any:
+  """The frame to name for a failing op: the innermost of user code (outside installed
+  packages and jestimator), else (a canned model_fn) the innermost outside jax; or None."""
+  frames = _frames(traceback)
+  user = (f for f, p in frames if not p.startswith(_PACKAGE_DIR) and
+          not any(d in p for d in _INSTALLED))
+  return next(user, frames[0][0] if frames else None)
+
+
+def _from_jestimator(traceback) -> bool:
+  """Whether the op was written in jestimator itself (its innermost frame outside jax)."""
+  frames = _frames(traceback)
+  return bool(frames) and frames[0][1].startswith(_PACKAGE_DIR)
+
+
+def _debug_message(failure, primitive, args) -> str:
+  """'debug mode: <checkify's message> (in <function> at <file>:<line>)'."""
+  message = str(failure).strip().rstrip('.')
+  if isinstance(failure, checkify_rules.NaNError) and any(
+      jnp.issubdtype(jnp.result_type(a), jnp.inexact) and bool(jnp.isnan(a).any())
+      for a in args):
+    message += (f'; an input of {primitive.name} already held a NaN (from the input data or a '
+                'NaN constant)')
+  frame = _source_frame(failure.traceback_info)
+  where = (f' (in {frame.function_name} at {frame.file_name}:{frame.line_num})' if frame
+           else '')
+  return f'debug mode: {message}{where}'
+
+
+class _CheckingTrace(jax_core.EvalTrace):
+  """Eager evaluation that applies checkify's rule to each primitive as it runs.
+
+  A rule returns the op's output and an `Error`, concrete here, so the first
+  failing op raises at once, with the user's frames still on the stack. Index
+  checks skip jestimator's own ops (feature columns drop out-of-range and
+  padding ids by design, and check ids themselves).
+  """
+
+  def process_primitive(self, primitive, args, params, /):
+    rule = checkify_rules.error_checks.get(primitive)
+    if rule is None:
+      return super().process_primitive(primitive, args, params)
+    # A rule may fail on params it does not handle (jax 0.10's scatter rule on the
+    # scatter-add of a take_along_axis gradient): the op then runs unchecked, and an
+    # error of the op itself is raised again there.
+    try:
+      error, out = rule(checkify_rules.init_error, DEBUG_CHECKS, *args, **params)
+    except Exception:  # noqa: BLE001
+      return super().process_primitive(primitive, args, params)
+    failure = error.get_exception()
+    if failure is None or (isinstance(failure, checkify_rules.OOBError) and
+                           _from_jestimator(failure.traceback_info)):
+      return out  # feature columns drop out-of-range ids on purpose, as tf does
+    raise DebugCheckError(_debug_message(failure, primitive, args))
+
+  # custom_jvp/vjp functions (jax.nn.relu, softplus, ...): check the ops inside too.
+  def process_custom_jvp_call(self, primitive, fun, jvp, tracers, /, *_, **__):
+    with jax_core.set_current_trace(self):
+      return fun.call_wrapped(*tracers)
+
+  def process_custom_vjp_call(self, primitive, fun, fwd, bwd, tracers, /, *_, **__):
+    with jax_core.set_current_trace(self):
+      return fun.call_wrapped(*tracers)
+
+
+def debug_step(fn: Callable, in_shardings: Any, out_shardings: Any) -> Callable:
+  """`fn` run eagerly with every op checked (`_CheckingTrace`); its arguments and outputs
+  placed with these shardings (pytree prefixes), as the jitted step would place them."""
+
+  def run(*args):
+    args = jax.device_put(args, tuple(in_shardings))  # numpy batches too, as jit would
+    with jax.disable_jit(), jax_core.set_current_trace(_CheckingTrace()):
+      out = fn(*args)
+    return jax.device_put(out, out_shardings)
+
+  return run
+
+
 class Runner:
-  """Holds the mesh, the shardings and the jitted steps of one model_fn module."""
+  """Holds the mesh, the shardings and the jitted (or, debugging, eager) steps of one
+  model_fn module."""
 
   def __init__(self, module, mesh: Mesh, data_axis: str, streams: Sequence[str],
-               accumulation_steps: int = 1, partition_rules=None, runner: str = 'jit'):
+               accumulation_steps: int = 1, partition_rules=None, runner: str = 'jit',
+               debug: bool = False):
     if runner not in ('jit', 'shard_map'):
       raise ValueError(f"RunConfig.runner must be 'jit' or 'shard_map', got {runner!r}.")
     if runner == 'shard_map' and partition_rules is not None:
       raise ValueError('the shard_map runner replicates the train state (data parallel); '
                        f'partition_rules={partition_rules!r} needs the jit runner.')
+    if runner == 'shard_map' and debug:
+      raise ValueError("debug mode runs the jit runner's steps eagerly; use runner='jit' (the "
+                       "default) with debug=True.")
+    if debug:
+      logger.warning('RunConfig(debug=True): every step runs eagerly, op by op, with NaN, '
+                     'division and index checks: expect it to be orders of magnitude slower '
+                     'than compiled steps. For debugging only.')
     self.kind = runner
+    self.debug = debug
     self.data_axis = data_axis
     self.module = module
     self.accumulation_steps = accumulation_steps
@@ -65,6 +199,13 @@ class Runner:
     self._variable_shapes: dict = {}
     self.true, self.false = self.scalar(True, np.bool_), self.scalar(False, np.bool_)
 
+  def _compile(self, fn: Callable, in_shardings, out_shardings, donate_argnums=()) -> Callable:
+    """`jax.jit(fn)` with these shardings; in debug mode `fn` runs eagerly and checked."""
+    if self.debug:
+      return debug_step(fn, in_shardings, out_shardings)
+    return jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                   donate_argnums=donate_argnums)
+
   # -- initialisation ------------------------------------------------------
 
   def abstract_spec(self, features, labels, mode):
@@ -78,8 +219,7 @@ class Runner:
   def init_state(self, seed: int, features, labels, mode: str, optimizer) -> TrainState:
     """A fresh TrainState, created directly with its partitioned shardings."""
     init, _, shardings = self._state_shapes(features, labels, mode, optimizer)
-    fn = jax.jit(init, in_shardings=(self._repl, self._batch, self._batch),
-                 out_shardings=shardings)
+    fn = self._compile(init, (self._repl, self._batch, self._batch), shardings)
     return fn(jax.random.PRNGKey(seed), features, labels)
 
   def abstract_state(self, features, labels, mode: str, optimizer) -> TrainState:
@@ -117,11 +257,10 @@ class Runner:
         return self._train[key]
       step = steps.make_train_step(self.module, optimizer, self.streams, self.accumulation_steps)
       batch = self._stacked if stacked else self._batch
-      self._train[key] = jax.jit(
+      self._train[key] = self._compile(
           steps.make_multi_step(step) if stacked else step,
-          in_shardings=(state_shardings, self._repl, self._repl, self._repl, batch, batch),
-          out_shardings=(state_shardings, self._repl, self._repl, self._repl),
-          donate_argnums=(0, 1, 2))
+          (state_shardings, self._repl, self._repl, self._repl, batch, batch),
+          (state_shardings, self._repl, self._repl, self._repl), donate_argnums=(0, 1, 2))
     return self._train[key]
 
   def _shard_map_train_step(self, optimizer, stacked: bool) -> Callable:
@@ -150,11 +289,10 @@ class Runner:
     key = _key(shardings)
     if key not in self._eval:
       step = steps.make_eval_step(steps.make_eval_metrics_fn(self.module, self.streams))
-      self._eval[key] = jax.jit(
-          step,
-          in_shardings=(shardings, self._repl, self._repl, self._repl, self._batch,
-                        self._batch, self._batch, self._repl, self._repl),
-          out_shardings=(self._repl, self._repl, self._repl), donate_argnums=(2, 3))
+      self._eval[key] = self._compile(
+          step, (shardings, self._repl, self._repl, self._repl, self._batch, self._batch,
+                 self._batch, self._repl, self._repl),
+          (self._repl, self._repl, self._repl), donate_argnums=(2, 3))
     return self._eval[key]
 
   def predict_step(self, variables) -> Callable:
@@ -162,11 +300,10 @@ class Runner:
     shardings = shardings_of(variables)
     key = _key(shardings)
     if key not in self._predict:
-      self._predict[key] = jax.jit(
+      self._predict[key] = self._compile(
           steps.make_predict_step(self.module, self.streams),
-          in_shardings=(shardings, self._repl, self._repl, self._batch, self._batch,
-                        self._repl),
-          out_shardings=(self._batch, self._repl), donate_argnums=(2,))
+          (shardings, self._repl, self._repl, self._batch, self._batch, self._repl),
+          (self._batch, self._repl), donate_argnums=(2,))
     return self._predict[key]
 
   def zeros_like_shapes(self, shapes) -> Any:
