@@ -12,8 +12,8 @@
   est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
 """
 
-from jestimator import (canned, distribute, feature_column, heads, hooks, inputs, layers, metrics,
-                        optimizers)
+from jestimator import (canned, distribute, export, feature_column, heads, hooks, inputs, layers,
+                        metrics, optimizers)
 from jestimator.checkpoint import CheckpointDiskFullError, CheckpointReadError
 from jestimator.checkpoint_check import CheckpointMismatchError
 from jestimator.config import RunConfig
@@ -30,16 +30,17 @@ from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import EstimatorSpec, ModeKeys
 from jestimator.warm_start import WarmStartSettings
 from jestimator.training.checks import InvalidInputError, check
+from jestimator.training.runner import DebugCheckError
 from jestimator.example_mask import example_mask, masked_mean
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'CheckpointDiskFullError', 'CheckpointMismatchError', 'CheckpointReadError',
+    'CheckpointDiskFullError', 'CheckpointMismatchError', 'CheckpointReadError', 'DebugCheckError',
     'ModelDirLockedError',
     'Estimator', 'EstimatorSpec', 'EvalSpec', 'TrainSpec', 'early_stopping', 'plot_history',
     'WarmStartSettings', 'run_evaluator', 'train_and_evaluate', 'HostTransform', 'InputContext', 'InvalidInputError',
-    'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute',
+    'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute', 'export',
     'example_mask',
     'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',
 ]

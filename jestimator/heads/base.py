@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jestimator.export import outputs as export
 from jestimator.heads import losses
 from jestimator.heads.keys import MetricKeys, summary_key
 from jestimator.metrics.mean import Mean
@@ -141,16 +142,24 @@ class Head:
           losses.regularization_loss(regularization_losses))
     return {summary_key(k, self._name): v for k, v in states.items()}
 
+  def export_outputs(self, predictions: dict) -> dict[str, export.ExportOutput]:
+    """The SavedModel signatures of this head, from its `predictions` (all keys), as
+    tf.estimator's head wrote them: here `serving_default` and `predict` serve every
+    prediction; classification and regression heads add theirs."""
+    output = export.PredictOutput(predictions)
+    return {export.DEFAULT_SERVING_KEY: output, export.PREDICT_SERVING_KEY: output}
+
   def create_estimator_spec(self, features: Mapping[str, Any] | None, mode: str,
                             logits: jax.Array, labels: Any = None,
                             optimizer: optax.GradientTransformation | None = None,
                             regularization_losses: Sequence[Any] | None = None) -> EstimatorSpec:
-    """The `EstimatorSpec` for `mode`: predictions always; loss and the metric
-    states in TRAIN/EVAL (TRAIN's are reported with the loss at each log step);
-    `optimizer` is required in TRAIN."""
+    """The `EstimatorSpec` for `mode`: predictions always (with `export_outputs` in
+    PREDICT); loss and the metric states in TRAIN/EVAL (TRAIN's are reported with the loss
+    at each log step); `optimizer` is required in TRAIN."""
     predictions = self.predictions(logits)
     if mode == ModeKeys.PREDICT:
-      return EstimatorSpec(mode, predictions=predictions)
+      return EstimatorSpec(mode, predictions=predictions,
+                           export_outputs=self.export_outputs(predictions))
     if labels is None:
       raise ValueError(f'{self._describe()}: labels are required in mode {mode!r}, got None.')
     loss = self.loss(labels, logits, features, mode, regularization_losses)

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from jestimator import metrics
+from jestimator.export import outputs as export
 from jestimator.heads import base
 from jestimator.heads.keys import MetricKeys as MK, PredictionKeys as PK
 from jestimator.heads.losses import Reduction, call_loss_fn
@@ -105,6 +106,16 @@ class MultiClassHead(base.Head):
         PK.ALL_CLASSES: all_class_ids,
     }
     return {k: out[k] for k in keys}
+
+  def export_outputs(self, predictions: dict) -> dict[str, export.ExportOutput]:
+    """tf.estimator's: `serving_default` and `classification` (probabilities, class names),
+    `predict` (every prediction)."""
+    classification = export.ClassificationOutput(
+        scores=predictions[PK.PROBABILITIES], classes=predictions[PK.ALL_CLASSES],
+        class_names=self.classes_from_ids(np.arange(self._n_classes)))
+    return {export.DEFAULT_SERVING_KEY: classification,
+            export.CLASSIFY_SERVING_KEY: classification,
+            export.PREDICT_SERVING_KEY: export.PredictOutput(predictions)}
 
   def _batch_metrics(self, labels, predictions, unweighted_loss, weights) -> dict:
     return {

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jestimator.export import outputs as export
 from jestimator.heads import base, losses
 from jestimator.heads.keys import MetricKeys
 from jestimator.spec import EstimatorSpec, ModeKeys
@@ -120,6 +121,25 @@ class MultiHead:
         out[f'{head.name}/{key}'] = value
     return {k: out[k] for k in base.check_prediction_keys(keys, list(out), 'MultiHead')}
 
+  def export_outputs(self, predictions: dict) -> dict[str, export.ExportOutput]:
+    """tf.estimator's MultiHead signatures: `serving_default` is the first head's default;
+    each head's outputs under `<name>` (its default) and `<name>/<key>`; `predict` serves
+    every head's predictions (`<name>/<key>`)."""
+    out, merged, default = {}, {}, None
+    for head in self._heads:
+      prefix = f'{head.name}/'
+      own = {k[len(prefix):]: v for k, v in predictions.items() if k.startswith(prefix)}
+      outputs = head.export_outputs(own)
+      if default is None:
+        default = export.serving_outputs(outputs, own)[export.DEFAULT_SERVING_KEY]
+      for key, output in outputs.items():
+        out[head.name if key == export.DEFAULT_SERVING_KEY else f'{head.name}/{key}'] = output
+        if key == export.PREDICT_SERVING_KEY and isinstance(output, export.PredictOutput):
+          merged.update({f'{prefix}{k}': v for k, v in output.outputs.items()})
+    out = {export.DEFAULT_SERVING_KEY: default, **out}
+    out[export.PREDICT_SERVING_KEY] = export.PredictOutput(merged)
+    return out
+
   def metrics(self, labels: Mapping[str, Any], logits: Any,
               features: Mapping[str, Any] | None = None,
               regularization_losses: Sequence[Any] | None = None) -> dict[str, Any]:
@@ -142,7 +162,8 @@ class MultiHead:
     """The `EstimatorSpec` for `mode`, as `Head.create_estimator_spec`."""
     predictions = self.predictions(logits)
     if mode == ModeKeys.PREDICT:
-      return EstimatorSpec(mode, predictions=predictions)
+      return EstimatorSpec(mode, predictions=predictions,
+                           export_outputs=self.export_outputs(predictions))
     if labels is None:
       raise ValueError(f'MultiHead: labels are required in mode {mode!r}, got None.')
     loss = self.loss(labels, logits, features, mode, regularization_losses)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jestimator import metrics
+from jestimator.export import outputs as export
 from jestimator.heads import base
 from jestimator.heads.keys import MetricKeys as MK, PredictionKeys as PK
 from jestimator.heads.losses import Reduction, call_loss_fn
@@ -87,6 +88,12 @@ class RegressionHead(base.Head):
     if self._inverse_link_fn is not None:
       out[PK.PREDICTIONS] = self._inverse_link_fn(logits)
     return {k: out[k] for k in keys}
+
+  def export_outputs(self, predictions: dict) -> dict[str, export.ExportOutput]:
+    """tf.estimator's: `serving_default` and `regression` (predictions), `predict`."""
+    regression = export.RegressionOutput(predictions[PK.PREDICTIONS])
+    return {export.DEFAULT_SERVING_KEY: regression, export.REGRESS_SERVING_KEY: regression,
+            export.PREDICT_SERVING_KEY: export.PredictOutput(predictions)}
 
   def _batch_metrics(self, labels, predictions, unweighted_loss, weights) -> dict:
     return {
