@@ -17,13 +17,14 @@ Target: warm <= 0.5x cold.
 
   python benchmarks/startup.py [--rounds 5]
 
-Last figures (2-core CPU shared with other jobs, jax 0.10.2, medians of 5 rounds):
-  cold  8.09 s = imports 5.56 s + Estimator to first step 2.76 s  (0 cache hits)
-  warm  6.29 s = imports 5.71 s + Estimator to first step 0.58 s  (2 hits: init, train_step)
-  off   8.16 s = imports 5.07 s + Estimator to first step 2.94 s
-  warm / cold: total 0.78x (misses the 0.5x target), Estimator to first step 0.21x.
-  The imports are mostly TensorFlow (about 4.6 of `import jestimator`'s 6 s,
-  via jestimator.heads.label_lookup), which no compile cache shortens.
+Last figures (2-core CPU shared with other jobs, jax 0.10.2, medians of 3 rounds):
+  cold  6.47 s = imports 3.46 s + Estimator to first step 3.01 s  (0 cache hits)
+  warm  4.28 s = imports 3.76 s + Estimator to first step 0.54 s  (2 hits: init, train_step)
+  off   8.40 s = imports 3.61 s + Estimator to first step 4.88 s
+  warm / cold: total 0.66x (misses the 0.5x target), Estimator to first step 0.18x.
+  What is left is the interpreter and the imports, TensorFlow's 2.3 s first, which no
+  compile cache shortens (`jestimator/tf_import.py` already keeps TF from importing
+  Keras eagerly, which took another 4 s).
 """
 
 from __future__ import annotations

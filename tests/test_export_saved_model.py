@@ -120,11 +120,25 @@ def train_canned(kind, model_dir, vocabulary_file):
         linear_feature_columns=[COLOR, shape], dnn_feature_columns=[X, fc.embedding_column(
             COLOR, 2)], dnn_hidden_units=[4], dnn_optimizer=optax.adam(0.05),
         label_vocabulary=['no', 'yes'], weight_column='w', config=CONFIG, model_dir=model_dir)
+  elif kind == 'baseline':
+    est = canned.BaselineClassifier(label_vocabulary=['no', 'yes'], config=CONFIG,
+                                    model_dir=model_dir)
+  elif kind == 'baseline_regressor':
+    est = canned.BaselineRegressor(config=CONFIG, model_dir=model_dir)
+  elif kind == 'dnn_regressor':
+    est = canned.DNNRegressor([4], [fc.indicator_column(COLOR), X], config=CONFIG,
+                              model_dir=model_dir)
+  elif kind == 'wide_deep_regressor':
+    est = canned.DNNLinearCombinedRegressor(
+        linear_feature_columns=[COLOR, shape], dnn_feature_columns=[X], dnn_hidden_units=[4],
+        config=CONFIG, model_dir=model_dir)
   else:
     est = canned.LinearRegressor([COLOR, shape, X], config=CONFIG, model_dir=model_dir)
   features = table(64, 1)
+  regression = 2.0 * features['x'] + (features['color'] == 'red')
   labels = {'dnn': (features['color'] == 'red').astype(np.int32) + (features['x'] > 0),
-            'regressor': 2.0 * features['x'] + (features['color'] == 'red')}.get(
+            'regressor': regression, 'baseline_regressor': regression,
+            'dnn_regressor': regression, 'wide_deep_regressor': regression}.get(
                 kind, classes_of(features))
   est.train(dataset_fn(features, labels, repeat=True), steps=5)
   return est
@@ -188,7 +202,9 @@ EXPECTED = {  # model -> {signature: (method, inputs, outputs from predict's out
         'mass/predict': (PREDICT, ['examples'], lambda p: per_head(p, 'mass')),
         'predict': (PREDICT, ['examples'], lambda p: p)},
 }
-EXPECTED['wide_deep'] = EXPECTED['linear']
+EXPECTED['wide_deep'] = EXPECTED['baseline'] = EXPECTED['linear']
+for _kind in ('baseline_regressor', 'dnn_regressor', 'wide_deep_regressor'):
+  EXPECTED[_kind] = EXPECTED['regressor']
 # Raw tensors in: classify/regress need serialized tf.Examples, so only the predict signatures.
 EXPECTED['multi_head_raw'] = {key: (method, ['color', 'x'], out) for key, (method, _, out)
                               in EXPECTED['multi_head'].items() if method == PREDICT}
@@ -214,7 +230,8 @@ def served(tmp_path_factory):
   exports['custom'] = est.export_saved_model(
       str(root / 'exports'), jex.build_raw_serving_input_receiver_fn(custom_features(1, 0)))
   predictions['custom'] = predicted(est, lambda: inputs)
-  for kind in ('dnn', 'linear', 'regressor', 'wide_deep'):
+  for kind in ('dnn', 'linear', 'regressor', 'wide_deep', 'baseline', 'baseline_regressor',
+               'dnn_regressor', 'wide_deep_regressor'):  # every canned estimator
     est = train_canned(kind, str(root / kind), str(vocabulary))
     exports[kind] = est.export_saved_model(str(root / 'exports'), parsing)
     predictions[kind] = predicted(est, dataset_fn(raw, batch=N))
@@ -294,8 +311,9 @@ def test_a_failed_device_check_fails_the_request(served):
 
 def test_exports_are_timestamped_directories_of_the_base(served):
   names = sorted(os.listdir(served['base']))
-  assert len(names) == 7 and all(name.isdigit() for name in names)
-  assert sorted(os.path.dirname(p) for p in served['exports'].values()) == [served['base']] * 7
+  assert len(names) == len(EXPECTED) and all(name.isdigit() for name in names)
+  assert sorted(os.path.dirname(p) for p in served['exports'].values()) == [
+      served['base']] * len(EXPECTED)
   wide_deep = served['exports']['wide_deep']
   assert os.listdir(os.path.join(wide_deep, 'assets')) == ['shapes.txt']
 

@@ -122,8 +122,13 @@ class HookSet:
   def after_step(self, step: int, state: Any, due: Sequence[Any] = (),
                  values: dict | None = None) -> None:
     """Calls every hook's after_step, with its requested values if it is `due`."""
-    ctx, due_ids = self.ctx, {id(h) for h in due}
-    ctx.step, ctx.state = step, state
+    ctx = self.ctx
+    ctx.step, ctx.state, ctx.values = step, state, {}
+    if not due:  # the common step: nothing fetched
+      for hook in self.hooks:
+        hook.after_step(ctx)
+      return
+    due_ids = {id(h) for h in due}
     for hook in self.hooks:
       ctx.values = self._values_for(hook, values) if id(hook) in due_ids else {}
       hook.after_step(ctx)
