@@ -125,6 +125,26 @@ def test_with_host_transforms_the_artifact_takes_transformed_features(tmp_path, 
                              _predict(est, X[:37])['logits'], atol=1e-5, rtol=0)
 
 
+def test_a_feature_column_model_takes_its_columns_host_outputs(tmp_path):
+  fc = je.feature_column
+  color = fc.categorical_column_with_vocabulary_list('color', ['red', 'blue'])
+  est = je.canned.LinearClassifier([color, fc.numeric_column('x')], model_dir=str(
+      tmp_path / 'model'), config=je.RunConfig(save_summary_steps=None))
+  raw = {'color': np.array([['red'], ['blue'], ['green']] * 16, dtype=object),
+         'x': X[:48, :1]}
+  est.train(je.inputs.numpy_input_fn(raw, Y[:48] % 2, batch_size=16, shuffle=False,
+                                     num_epochs=None), max_steps=3)
+  predict = load_jax(est.export_jax(str(tmp_path / 'artifact')))
+  host = {k: tf.constant(v) for k, v in raw.items()}
+  for transform in est._transforms:  # pylint: disable=protected-access
+    host = transform.transform(host, None, 'infer')[0]
+  assert sorted(predict.signature['features']) == sorted(host) == ['color/ids', 'x', 'x/value']
+  expected = list(est.predict(je.inputs.numpy_input_fn(raw, batch_size=48, shuffle=False)))
+  got = predict({k: v.numpy() for k, v in host.items()})
+  np.testing.assert_allclose(got['logits'], np.stack([p['logits'] for p in expected]),
+                             atol=1e-5, rtol=0)
+
+
 def test_a_failed_export_leaves_no_directory_behind(trained, tmp_path, monkeypatch):
   def fail(path, variables):
     os.makedirs(path)

@@ -10,6 +10,7 @@ subprocess (the `served` fixture), so TensorFlow starts once.
 """
 
 import os
+import re
 import pickle
 import subprocess
 import sys
@@ -426,3 +427,15 @@ def test_a_platform_that_cannot_lower_falls_back_to_cpu(custom, tmp_path, monkey
   calls = [n for n in model.meta_graphs[0].graph_def.node if n.op == 'XlaCallModule']
   assert [list(n.attr['platforms'].list.s) for n in calls] == [[b'CPU']]
   assert 'exporting for CPU only' in caplog.text
+
+
+def test_saved_model_cli_lists_the_signatures(served):
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  run = subprocess.run([cli, 'show', '--dir', served['exports']['wide_deep'], '--all'],
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  shown = re.findall(r"signature_def\['([^']+)'\]:.*?Method name is: (\S+)", run.stdout, re.S)
+  assert dict(shown) == {'classification': 'tensorflow/serving/classify',
+                         'predict': 'tensorflow/serving/predict',
+                         'regression': 'tensorflow/serving/regress',
+                         'serving_default': 'tensorflow/serving/classify'}

@@ -144,8 +144,9 @@ def _checkpoint(estimator, checkpoint_path: str | None):
 
 def _abstract_features(signature: dict, path: str) -> Any:
   """The features the model was trained with, from the checkpoint's signature ({name:
-  [shape, dtype]}), as ShapeDtypeStructs with a symbolic batch dimension: a dict
-  (nested for 'a/b' names), or one array for a model fed a bare array."""
+  [shape, dtype]}), as ShapeDtypeStructs with a symbolic batch dimension: a flat dict
+  (a name 'a/b' stays one key, as feature columns' host halves name their outputs), or
+  one array for a model fed a bare array."""
   if any(len(shape) == 0 for shape, _ in signature.values()):
     raise ValueError(f'export_jax: the checkpoint {path} records a feature without a batch '
                      f'dimension ({signature}); every feature needs one.')
@@ -154,14 +155,7 @@ def _abstract_features(signature: dict, path: str) -> Any:
            for name, (shape, dtype) in signature.items()}
   if list(specs) == ['']:
     return specs['']
-  tree: dict = {}
-  for name, spec in specs.items():
-    *parents, leaf = name.split('/')
-    node = tree
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = spec
-  return tree
+  return specs  # flat: feature columns' transformed features are named 'color/ids'
 
 
 def _check_variables(estimator, path: str, variables: Any, features: Any) -> None:
@@ -281,8 +275,8 @@ def _write_variables(path: str, variables: Any) -> None:
 def load_jax(export_dir: str) -> Callable[[Any], Any]:
   """`predict(features) -> predictions` of an artifact written by `export_jax`.
 
-  `features`: what the model_fn received (a dict of numpy arrays, nested as
-  the model's features were; one array for a bare-array model), any batch
+  `features`: what the model_fn received (a flat dict of numpy arrays keyed as
+  `signature.json` lists them; one array for a bare-array model), any batch
   size; names, trailing shapes and dtypes must match `signature.json`
   (checked on the host, the feature named). Returns the model's predictions
   (a dict, or one array) as numpy. Needs jax, numpy and orbax only; compiles

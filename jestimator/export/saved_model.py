@@ -23,6 +23,9 @@ timestamp when complete; a failed export leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import os
 import shutil
 import tempfile
@@ -149,10 +152,11 @@ def _write(estimator, export_dir: str, receiver_fn: Callable, variables: Any,
       if platforms == ('cpu',):
         raise
       raise _LoweringError(str(e)) from e
-    signature_defs = _signature_defs(plan, out, receiver.receiver_tensors, transforms)
+    with _quiet_tf_logger():
+      signature_defs = _signature_defs(plan, out, receiver.receiver_tensors, transforms)
     init = tf.group(tf.compat.v1.tables_initializer(),
                     tf.compat.v1.local_variables_initializer(), name='serving_init')
-    with tf.compat.v1.Session(graph=graph) as session:
+    with tf.compat.v1.Session(graph=graph) as session, _quiet_tf_logger():
       session.run(tf.compat.v1.global_variables_initializer(), feeds)
       builder = tf.compat.v1.saved_model.Builder(export_dir)
       builder.add_meta_graph_and_variables(
@@ -160,6 +164,19 @@ def _write(estimator, export_dir: str, receiver_fn: Callable, variables: Any,
           assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
           main_op=init, strip_default_attrs=True)
       builder.save(as_text=as_text)
+
+
+@contextlib.contextmanager
+def _quiet_tf_logger():
+  """TF1's builder logs deprecation warnings (with site-packages paths) and its temp
+  paths at INFO: noise to a user, who gets jestimator's own line instead."""
+  tf_logger = tf.get_logger()
+  level = tf_logger.level
+  tf_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    tf_logger.setLevel(level)
 
 
 def _trace(fn: Callable, variables: Any, features: Any, missing: list[str],
