@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import logging
 import os
 import sys
 
@@ -65,7 +64,8 @@ def evaluate(argv) -> None:
                       help='seconds between looks at DIR (default 1)')
   args = parser.parse_args(argv)
   factory = _import_function(parser, args.module)
-  _log_to_stderr()
+  from jestimator.reporting import log_to_stderr
+  log_to_stderr()
   from jestimator.lifecycle.evaluator import run_evaluator
   from jestimator.lifecycle.specs import EvalSpec
 
@@ -103,16 +103,6 @@ def _import_function(parser: argparse.ArgumentParser, spec: str):
   if not callable(factory):
     parser.error(f'{module_name} has no function {attr!r} (--module {spec}).')
   return factory
-
-
-def _log_to_stderr() -> None:
-  """The jestimator logger's INFO lines (one per evaluation) on stderr."""
-  log = logging.getLogger('jestimator')
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
-  log.addHandler(handler)
-  log.setLevel(logging.INFO)
-  log.propagate = False
 
 
 if __name__ == '__main__':

@@ -20,6 +20,16 @@ from tqdm.auto import tqdm
 logger = logging.getLogger('jestimator')
 
 
+def log_to_stderr() -> None:
+  """For command-line entry points: the `jestimator` logger's INFO lines on stderr, with
+  a time stamp, whatever the root logger does."""
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+
 class _UnlessConfigured(logging.StreamHandler):
   """Prints the `jestimator` logger's records to stderr (INFO and up) as long as nobody
   configured logging: no root handler, no other handler on this logger. absl does the

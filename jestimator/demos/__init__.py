@@ -8,7 +8,6 @@ digits: a custom model_fn with inline Flax layers (the core Estimator API).
 from __future__ import annotations
 
 import argparse
-import logging
 
 
 def main(argv=None) -> None:
@@ -18,12 +17,8 @@ def main(argv=None) -> None:
   parser.add_argument('--max-steps', type=int, default=None)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
-  log = logging.getLogger('jestimator')
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
-  log.addHandler(handler)
-  log.setLevel(logging.INFO)
-  log.propagate = False
+  from jestimator.reporting import log_to_stderr  # pylint: disable=import-outside-toplevel
+  log_to_stderr()
   if args.dataset == 'digits':
     from jestimator.demos import digits
     digits.run(args.model_dir, args.max_steps or 1500, args.seed)
