@@ -4,7 +4,7 @@
             evaluate/predict restore, so one set of variables serves all modes
   train     step, optimizer state, RNG key
   input     the input position per process: fingerprint, batch count, and
-            the tf.data iterator state or grain state (`inputs/pipeline.py`)
+            the tf.data iterator state or grain state (`checkpoint_input.py`)
   metadata  JSON: global step, input signature, batches consumed, versions
 
 orbax writes each step into a temporary directory and renames it when every
@@ -29,7 +29,6 @@ of another model or optimizer raises `CheckpointMismatchError`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import functools
 import glob
@@ -43,9 +42,9 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jestimator.checkpoint_check import CheckpointMismatchError, check_restorable
+from jestimator.checkpoint_input import InputHandler, InputRestore, InputSave
 from jestimator.checkpoint_retention import Retention, finished_steps
 from jestimator.distribute.multiprocess import all_processes
-from jestimator.inputs.pipeline import write_position
 from jestimator.reporting import logger
 from jestimator.training.train_state import TrainState
 from jestimator.tree_paths import path_name
@@ -97,43 +96,6 @@ def _reads_step(method):
   return read
 
 
-class _InputHandler(ocp.AsyncCheckpointHandler):
-  """Writes a captured input position into `<item dir>/process_<i>`, in the background.
-
-  The position is captured by `InputPipeline.capture` before `save` is
-  called (the iterator must not move meanwhile); serialising and writing it
-  (a user's shuffle buffer can be tens of MB) runs on orbax's commit thread.
-  """
-
-  async def async_save(self, directory, args: '_InputSave'):
-    captured = args.captured
-
-    async def write():
-      write_position(os.fspath(directory / f'process_{jax.process_index()}'), captured)
-
-    return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name='input_save')]
-
-  def save(self, directory, args: '_InputSave') -> None:
-    write_position(os.fspath(directory / f'process_{jax.process_index()}'), args.captured)
-
-  def restore(self, directory, args: '_InputRestore') -> bool:
-    path = directory / f'process_{jax.process_index()}'
-    return args.pipeline.restore(os.fspath(path), args.step)
-
-
-@ocp.args.register_with_handler(_InputHandler, for_save=True)
-@dataclasses.dataclass
-class _InputSave(ocp.args.CheckpointArgs):
-  captured: dict
-
-
-@ocp.args.register_with_handler(_InputHandler, for_restore=True)
-@dataclasses.dataclass
-class _InputRestore(ocp.args.CheckpointArgs):
-  pipeline: Any
-  step: int
-
-
 class CheckpointStore:
   """The checkpoints of one model_dir.
 
@@ -162,7 +124,7 @@ class CheckpointStore:
     # Handlers named up front, so a fresh process reads the items' metadata too.
     handlers = {'model': ocp.StandardCheckpointHandler(),
                 'train': ocp.StandardCheckpointHandler(),
-                'input': _InputHandler(), 'metadata': ocp.JsonCheckpointHandler()}
+                'input': InputHandler(), 'metadata': ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(self.directory, options=self._options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
@@ -190,7 +152,7 @@ class CheckpointStore:
         model=ocp.args.StandardSave(state.variables),
         train=ocp.args.StandardSave(
             {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}),
-        input=_InputSave(input_position),
+        input=InputSave(input_position),
         metadata=ocp.args.JsonSave(metadata))
     self._saving = step
     with self._reporting_disk_full():
@@ -276,7 +238,7 @@ class CheckpointStore:
   def restore_input(self, step: int, pipeline) -> bool:
     """Moves `pipeline` to the position saved at `step` if it is the same input."""
     return self._manager.restore(
-        step, args=ocp.args.Composite(input=_InputRestore(pipeline, step))).input
+        step, args=ocp.args.Composite(input=InputRestore(pipeline, step))).input
 
   @_reads_step
   def abstract_variables(self, step: int, sharding=None) -> Any:
