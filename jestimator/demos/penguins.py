@@ -3,14 +3,13 @@
 Species from island, sex and four measurements, with numeric (z-scored),
 bucketized, vocabulary, crossed (hashed) and embedding columns; the table
 ships inside the `palmerpenguins` package. Trains `DNNLinearCombinedClassifier`,
-evaluates, and prints predictions with class names.
+evaluates, and prints predictions with class names. The table is read through
+TensorFlow Datasets: `penguins_local` (jestimator.datasets), prepared offline in
+`$JESTIMATOR_DATA_DIR` or ~/.cache/jestimator/tensorflow_datasets.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.resources
-import io
 import tempfile
 import time
 
@@ -26,21 +25,39 @@ NUMERIC = ['bill_length_mm', 'bill_depth_mm', 'flipper_length_mm', 'body_mass_g'
 SPECIES = ['Adelie', 'Chinstrap', 'Gentoo']
 
 
-def load_penguins(seed: int = 0):
-  """(train, test) as ({column: [n, 1] array}, species [n, 1]); rows with an NA dropped."""
-  raw = importlib.resources.files('palmerpenguins').joinpath('data/penguins.csv').read_text()
-  rows = [r for r in csv.DictReader(io.StringIO(raw))
-          if all(r[c] != 'NA' for c in ['species', 'island', 'sex'] + NUMERIC)]
-  order = np.random.RandomState(seed).permutation(len(rows))
-  cut = int(0.8 * len(rows))
+def penguins_builder(data_dir: str | None = None):
+  """The `penguins_local` TFDS builder, prepared (offline) if it was not yet."""
+  from jestimator import datasets  # pylint: disable=import-outside-toplevel
+  return datasets.prepare('penguins_local', data_dir)
 
-  def part(index):
-    features = {c: np.array([[float(rows[i][c])] for i in index], np.float32) for c in NUMERIC}
-    features.update({c: np.array([[rows[i][c]] for i in index], object)
-                     for c in ('island', 'sex')})
-    return features, np.array([[rows[i]['species']] for i in index], object)
 
-  return part(sorted(order[:cut])), part(sorted(order[cut:]))
+def load_penguins(seed: int = 0, data_dir: str | None = None):
+  """(train, test) of `penguins_local`, each as ({column: [n, 1]}, species [n, 1]) numpy
+  arrays of str / float32. The split is the dataset's (the former seed-0 split)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if seed != 0:
+    raise ValueError(f'load_penguins: the split is fixed by the penguins_local dataset '
+                     f'(seed 0); got seed={seed}.')
+  builder = penguins_builder(data_dir)
+
+  def part(split):
+    table = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    text = lambda c: np.array([[v.decode()] for v in table[c]], object)
+    features = {c: table[c].astype(np.float32)[:, None] for c in NUMERIC}
+    features.update({c: text(c) for c in ('island', 'sex')})
+    return features, text('species')
+
+  return part('train'), part('test')
+
+
+def tfds_input(builder, split: str, seed: int):
+  """`tfds_input_fn` over a split: features as in `load_penguins`, labels the species."""
+  def to_columns(features, species):
+    return {c: v[None] for c, v in features.items()}, species[None]
+  return je.inputs.tfds_input_fn(builder, split, batch_size=32, as_supervised=False,
+                                 features_key=NUMERIC + ['island', 'sex'], label_key='species',
+                                 preprocess=to_columns, shuffle_files=False,  # ordered: one file
+                                 seed=seed)
 
 
 def columns(train_features):
@@ -55,9 +72,14 @@ def columns(train_features):
   return wide, deep
 
 
-def run(model_dir: str | None = None, max_steps: int = 600, seed: int = 0) -> dict:
-  """Trains, evaluates and predicts; prints tables; returns the eval metrics."""
-  train, test = load_penguins(seed)
+def run(model_dir: str | None = None, max_steps: int = 600, seed: int = 0,
+        data_dir: str | None = None) -> dict:
+  """Trains, evaluates and predicts; prints tables; returns the eval metrics.
+
+  The train/test split is the dataset's (fixed); `seed` seeds the model and shuffling.
+  """
+  builder = penguins_builder(data_dir)
+  train, test = load_penguins(data_dir=data_dir)
   wide, deep = columns(train[0])
   model_dir = model_dir or tempfile.mkdtemp(prefix='jestimator_demo_')
   est = canned.DNNLinearCombinedClassifier(
@@ -68,10 +90,9 @@ def run(model_dir: str | None = None, max_steps: int = 600, seed: int = 0) -> di
         f'{len(test[1])} test), {max_steps} steps, mesh {dict(est.mesh.shape)}, '
         f'model_dir {model_dir}')
   start = time.perf_counter()
-  est.train(lambda: tf.data.Dataset.from_tensor_slices(train).shuffle(
-      len(train[1]), seed=seed).repeat().batch(32), max_steps=max_steps)
+  est.train(tfds_input(builder, 'train', seed), max_steps=max_steps)
   seconds = time.perf_counter() - start
-  metrics = est.evaluate(lambda: tf.data.Dataset.from_tensor_slices(test).batch(32))
+  metrics = est.evaluate(tfds_input(builder, 'test', seed))
   print()
   print(table(f'Evaluation on {len(test[1])} test penguins (trained in {seconds:.1f} s)',
               ('metric', 'value'), [(k, f'{v:.4f}' if k != 'global_step' else int(v))
