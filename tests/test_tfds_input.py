@@ -13,9 +13,9 @@ import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
-from flax import struct
 
 import jestimator as je
+from test_evaluate_predict import Count  # a metric counting the unpadded examples
 import tfds_worker
 from models import mlp_model_fn, params_of
 
@@ -116,23 +116,6 @@ def test_training_n_plus_n_steps_equals_2n_steps(tmp_path):
   assert sorted(a) == sorted(b)
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-@struct.dataclass
-class Count(je.metrics.Metric):
-  """How many (unpadded) examples evaluate saw."""
-
-  n: jnp.ndarray
-
-  @classmethod
-  def from_model_output(cls, values):
-    return cls(n=je.metrics.batch_weights(values).sum())
-
-  def merge(self, other):
-    return Count(n=self.n + other.n)
-
-  def compute(self):
-    return self.n
 
 
 def mnist_model_fn(features, labels, mode):
