@@ -12,7 +12,7 @@
   est.train(je.inputs.numpy_input_fn(x, y, shuffle=True, num_epochs=None), max_steps=100)
 """
 
-from jestimator import tf_import  # first: TensorFlow without eager Keras  # noqa: F401
+from jestimator import tf_import  # first: TensorFlow imports without eager Keras  # noqa: F401
 from jestimator import (canned, distribute, export, feature_column, heads, hooks, inputs, layers,
                         metrics, optimizers)
 from jestimator.checkpoint import CheckpointDiskFullError, CheckpointReadError

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
+
+from jestimator.tf_import import tf
 
 _writers: dict[str, tuple[Any, str]] = {}  # abspath -> (tf writer, its events file)
 _lock = threading.Lock()

@@ -12,12 +12,13 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import tensorflow as tf
+import numpy as np
 
 from jestimator.canned.base import CannedEstimator, classifier_head, weight_column_parts
 from jestimator.heads import Reduction, RegressionHead
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.optimizers.names import BASELINE_LEARNING_RATE, get_optimizer
+from jestimator.tf_import import maybe_tf, tf
 
 EXAMPLES_KEY = 'baseline/examples'
 
@@ -30,6 +31,8 @@ class ExampleMarker(HostTransform):
       raise ValueError('Baseline estimators need features as a non-empty dict (only their batch '
                        f'size is used), got {features!r}.')
     first = next(iter(features.values()))
+    if maybe_tf() is None:  # numpy features (TensorFlow made none of them)
+      return {**features, EXAMPLES_KEY: np.zeros((len(first), 1), np.int8)}, labels
     if isinstance(first, tf.SparseTensor):
       batch = first.dense_shape[0]
     else:

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
+from jestimator.tf_import import tf
 from jestimator.tree_paths import path_name
 
 DEFAULT_SERVING_KEY = 'serving_default'

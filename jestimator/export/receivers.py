@@ -16,7 +16,8 @@ import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
+
+from jestimator.tf_import import tf
 
 SINGLE_RECEIVER_NAME = 'input'  # the key of a receiver tensor given alone (tf.estimator's)
 

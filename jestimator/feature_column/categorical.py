@@ -14,9 +14,9 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from jestimator.feature_column import base, host
+from jestimator.tf_import import tf
 from jestimator.training import checks
 
 
@@ -204,7 +204,7 @@ class VocabularyFileColumn(_VocabularyColumn):
   key: str
   vocabulary_file: str
   vocabulary_size: int
-  dtype: tf.DType = tf.string
+  dtype: tf.DType
   default_value: int = -1
   num_oov_buckets: int = 0
 
@@ -217,7 +217,7 @@ class VocabularyFileColumn(_VocabularyColumn):
 
 def categorical_column_with_vocabulary_file(key: str, vocabulary_file: str,
                                             vocabulary_size: int | None = None,
-                                            dtype=tf.string, default_value: int | None = None,
+                                            dtype='string', default_value: int | None = None,
                                             num_oov_buckets: int = 0) -> VocabularyFileColumn:
   """Values mapped to their line number in `vocabulary_file` (one value per line).
 
@@ -249,7 +249,7 @@ class HashedColumn(base.CategoricalColumn):
 
   key: str
   hash_bucket_size: int
-  dtype: tf.DType = tf.string
+  dtype: tf.DType
 
   @property
   def name(self) -> str:
@@ -275,7 +275,7 @@ class HashedColumn(base.CategoricalColumn):
 
 
 def categorical_column_with_hash_bucket(key: str, hash_bucket_size: int,
-                                        dtype=tf.string) -> HashedColumn:
+                                        dtype='string') -> HashedColumn:
   """`Fingerprint64(value) % hash_bucket_size` ids (ints hashed as decimal strings)."""
   fn = 'categorical_column_with_hash_bucket'
   _check_key(key, fn)

@@ -14,11 +14,10 @@ import dataclasses
 import math
 from typing import Sequence
 
-import tensorflow as tf
-
 from jestimator.feature_column import base, host
 from jestimator.feature_column.categorical import HashedColumn
 from jestimator.feature_column.weighted import WeightedColumn
+from jestimator.tf_import import tf
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,8 @@ import math
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
+
+from jestimator.tf_import import tf
 
 _INT32 = np.iinfo(np.int32)
 

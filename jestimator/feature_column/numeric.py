@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from jestimator.feature_column import base, host
+from jestimator.tf_import import tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +26,10 @@ class NumericColumn(base.DenseColumn):
   """Real values `[batch, *shape]`; see `numeric_column`."""
 
   key: str
-  shape: tuple[int, ...] = (1,)
-  default_value: Any = None
-  dtype: tf.DType = tf.float32
-  normalizer_fn: Callable | None = None
+  shape: tuple[int, ...]
+  default_value: Any
+  dtype: tf.DType
+  normalizer_fn: Callable | None
 
   @property
   def name(self) -> str:
@@ -70,7 +70,7 @@ class NumericColumn(base.DenseColumn):
 
 
 def numeric_column(key: str, shape: int | Sequence[int] = (1,), default_value: Any = None,
-                   dtype: tf.DType = tf.float32,
+                   dtype: tf.DType | str = 'float32',
                    normalizer_fn: Callable | None = None) -> NumericColumn:
   """A real-valued feature (tf.feature_column.numeric_column).
 

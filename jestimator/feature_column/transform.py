@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from jestimator.feature_column import base, host
 from jestimator.inputs.host_transform import HostTransform
 from jestimator.spec import ModeKeys
+from jestimator.tf_import import tf
 
 
 def check_columns(feature_columns: Any, where: str) -> list[base.FeatureColumn]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-import tensorflow as tf
 
 from jestimator.feature_column import base, host
+from jestimator.tf_import import tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ class WeightedColumn(base.CategoricalColumn):
 
   categorical_column: base.CategoricalColumn
   weight_feature_key: str
-  dtype: tf.DType = tf.float32
+  dtype: tf.DType
 
   @property
   def name(self) -> str:
@@ -79,7 +79,7 @@ class WeightedColumn(base.CategoricalColumn):
 
 
 def weighted_categorical_column(categorical_column: base.CategoricalColumn,
-                                weight_feature_key: str, dtype=tf.float32) -> WeightedColumn:
+                                weight_feature_key: str, dtype='float32') -> WeightedColumn:
   """Per-id weights from feature `weight_feature_key` (same layout as the ids)."""
   if not isinstance(categorical_column, base.CategoricalColumn):
     raise ValueError('weighted_categorical_column: categorical_column must be a categorical '

@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from jestimator.heads import sparse_labels
 from jestimator.inputs.host_transform import HostTransform
+from jestimator.tf_import import tf
 
 _CLASS_KEYS = ('classes', 'all_classes')
 

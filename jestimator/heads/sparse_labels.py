@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import tensorflow as tf
-
 from jestimator.inputs.host_transform import HostTransform
+from jestimator.tf_import import maybe_tf, tf
 
 
 def is_sparse(labels: Any) -> bool:
-  return isinstance(labels, (tf.SparseTensor, tf.RaggedTensor))
+  tf_module = maybe_tf()  # not imported: numpy labels, never sparse
+  return tf_module is not None and isinstance(labels, (tf_module.SparseTensor,
+                                                       tf_module.RaggedTensor))
 
 
 def multi_hot_from_sparse(labels: tf.SparseTensor | tf.RaggedTensor, n_classes: int, head: str,

@@ -12,13 +12,14 @@ first element (structure, shapes without the batch dimension, dtypes, values).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import graph_pb2
+
+from jestimator.tf_import import tf
 
 _PY_FUNC_OPS = {'PyFunc', 'PyFuncStateless', 'EagerPyFunc'}
 
@@ -36,6 +37,7 @@ def _strip(nodes) -> None:
 
 def dataset_fingerprint(dataset: tf.data.Dataset) -> str:
   """sha256 of the dataset's graph, stable across rebuilds of the same pipeline."""
+  from tensorflow.core.framework import graph_pb2  # pylint: disable=import-outside-toplevel
   policy = tf.data.experimental.ExternalStatePolicy.IGNORE
   graph = graph_pb2.GraphDef()
   graph.ParseFromString(dataset._as_serialized_graph(external_state_policy=policy).numpy())  # pylint: disable=protected-access
@@ -108,16 +110,35 @@ def _reachable(nodes, functions) -> list[str]:
   return order
 
 
+def _nest(x: Any) -> tuple[Any, list]:
+  """(`x` with every leaf 0, its leaves) as tf.nest's `map_structure(lambda _: 0, x)` and
+  `flatten(x)` give them: mappings, lists, tuples and namedtuples are nested (a mapping keeps
+  its key order, its leaves come in sorted key order), anything else is a leaf. Written out so
+  that a numpy input's fingerprint needs no TensorFlow and matches those saved before."""
+  if isinstance(x, Mapping):
+    parts = {key: _nest(value) for key, value in x.items()}
+    pairs = [(key, parts[key][0]) for key in x]
+    layout = (type(x)(x.default_factory, pairs) if isinstance(x, collections.defaultdict)
+              else type(x)(pairs))
+    return layout, [leaf for key in sorted(x) for leaf in parts[key][1]]
+  if isinstance(x, (list, tuple)):
+    parts = [_nest(value) for value in x]
+    children = [layout for layout, _ in parts]
+    layout = type(x)(*children) if hasattr(x, '_fields') else type(x)(children)
+    return layout, [leaf for _, leaves in parts for leaf in leaves]
+  return 0, [x]
+
+
 def _structure(element: Any) -> str:
-  leaves = tf.nest.flatten(element)
+  layout, leaves = _nest(element)
   specs = [(np.shape(x)[1:], str(getattr(x, 'dtype', type(x).__name__))) for x in leaves]
-  return f'{tf.nest.map_structure(lambda _: 0, element)}|{specs}'
+  return f'{layout}|{specs}'
 
 
 def _content(element: Any) -> bytes:
   """The first element's bytes (numeric leaves; strings by value): tells data apart."""
   digest = hashlib.sha256()
-  for leaf in tf.nest.flatten(element):
+  for leaf in _nest(element)[1]:
     array = np.asarray(leaf)
     digest.update(array.tobytes() if array.dtype.kind not in 'OSU' else repr(array).encode())
   return digest.digest()

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
-import tensorflow as tf
+
+from jestimator.tf_import import maybe_tf, tf
 
 
 class HostTransform:
@@ -55,6 +56,8 @@ def apply_to_batch(element: Any, transforms: Sequence[HostTransform], mode: str)
       element, None)
   for t in transforms:
     features, labels = t.transform(features, labels, mode)
-  to_numpy = lambda x: x.numpy() if isinstance(x, tf.Tensor) else x
-  features, labels = jax.tree.map(to_numpy, features), jax.tree.map(to_numpy, labels)
+  tf_module = maybe_tf()  # not imported: no transform made tensors, all is numpy already
+  if tf_module is not None:
+    to_numpy = lambda x: x.numpy() if isinstance(x, tf_module.Tensor) else x
+    features, labels = jax.tree.map(to_numpy, features), jax.tree.map(to_numpy, labels)
   return features if labels is None else (features, labels)

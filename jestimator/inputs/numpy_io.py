@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+
+from jestimator.tf_import import tf
 
 
 def _shape(array: Any) -> tuple:

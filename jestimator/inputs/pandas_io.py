@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
 
 from jestimator.inputs.numpy_io import numpy_input_fn
+from jestimator.tf_import import tf
 
 
 def _values(column) -> Any:

@@ -19,18 +19,24 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 from jestimator.inputs.grain_io import is_grain
 from jestimator.inputs.host_transform import HostTransform, apply_to_batch, apply_to_dataset
 from jestimator.spec import ModeKeys
+from jestimator.tf_import import is_dataset, maybe_tf, tf
 from jestimator.tree_paths import path_name
 
-_TENSOR_TYPES = (tf.Tensor, np.ndarray, tf.SparseTensor, tf.RaggedTensor)
+
+def _tensor_types() -> tuple[type, ...]:
+  """numpy arrays, and TF's tensors once TensorFlow is imported (before, nothing is one)."""
+  tf_module = maybe_tf()
+  if tf_module is None:
+    return (np.ndarray,)
+  return (tf_module.Tensor, np.ndarray, tf_module.SparseTensor, tf_module.RaggedTensor)
 
 
 def _is_batch_leaf(x) -> bool:
-  return isinstance(x, _TENSOR_TYPES) or np.isscalar(x)
+  return isinstance(x, _tensor_types()) or np.isscalar(x)
 
 
 def _is_tensor_tree(x) -> bool:
@@ -39,7 +45,7 @@ def _is_tensor_tree(x) -> bool:
     return bool(x) and all(_is_tensor_tree(v) or _is_batch_leaf(v) for v in x.values())
   if isinstance(x, tuple) and len(x) == 2:
     return all(_is_tensor_tree(v) or _is_batch_leaf(v) for v in x)
-  return isinstance(x, _TENSOR_TYPES)
+  return isinstance(x, _tensor_types())
 
 
 def check_element_spec(dataset: tf.data.Dataset) -> None:
@@ -64,7 +70,7 @@ def check_element_spec(dataset: tf.data.Dataset) -> None:
 
 def normalize(returned: Any, mode: str) -> Any:
   """The input_fn's return value as a `tf.data.Dataset`, a grain object or an iterable."""
-  if isinstance(returned, tf.data.Dataset):
+  if is_dataset(returned):
     return returned
   if (isinstance(returned, tuple) and len(returned) != 2 and returned and
       all(_is_tensor_tree(v) or _is_batch_leaf(v) for v in returned)):
@@ -84,7 +90,7 @@ def normalize(returned: Any, mode: str) -> Any:
 def apply_transforms(source: Any, transforms: Sequence[HostTransform], mode: str) -> Any:
   """The Estimator's host transforms on every batch: inside the tf.data graph, as a
   grain `map`, or eagerly on each batch of a Python iterable."""
-  if isinstance(source, tf.data.Dataset):
+  if is_dataset(source):
     return apply_to_dataset(source, transforms, mode)
   fn = functools.partial(apply_to_batch, transforms=transforms, mode=mode)
   if is_grain(source):

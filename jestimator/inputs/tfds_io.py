@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import tensorflow as tf
-
 from jestimator.spec import ModeKeys
+from jestimator.tf_import import tf
 
 _DEFAULT_SHUFFLE_BUFFER = 10_000
 
