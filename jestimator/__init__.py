@@ -20,6 +20,7 @@ from jestimator.checkpoint_check import CheckpointMismatchError
 from jestimator.config import RunConfig
 from jestimator.estimator import Estimator
 from jestimator.model_dir_lock import ModelDirLockedError
+from jestimator.nnx_model import nnx_model
 from jestimator.train_loop import NanLossDuringTrainingError
 from jestimator.inputs import InputContext
 from jestimator.lifecycle import early_stopping
@@ -43,5 +44,6 @@ __all__ = [
     'WarmStartSettings', 'run_evaluator', 'train_and_evaluate', 'HostTransform', 'InputContext', 'InvalidInputError',
     'ModeKeys', 'NanLossDuringTrainingError', 'RunConfig', 'canned', 'check', 'distribute', 'export',
     'example_mask',
-    'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'optimizers',
+    'feature_column', 'heads', 'hooks', 'inputs', 'layers', 'masked_mean', 'metrics', 'nnx_model',
+    'optimizers',
 ]

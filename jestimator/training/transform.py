@@ -9,6 +9,7 @@ and a user's own `nn.Module` subclasses work unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from typing import Any, Callable
 
@@ -17,6 +18,14 @@ import flax.linen as nn
 from jestimator.spec import EstimatorSpec, ModeKeys
 
 _KNOWN_ARGS = ('features', 'labels', 'mode', 'params', 'config')
+_MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar('jestimator_mode',
+                                                                  default=None)
+
+
+def current_mode() -> str | None:
+  """The `mode` of the model_fn call in progress (for layers that follow it, e.g.
+  `je.nnx_model`); None outside a model_fn call."""
+  return _MODE.get()
 
 
 def model_fn_args(model_fn: Callable) -> tuple[str, ...]:
@@ -41,7 +50,11 @@ def call_model_fn(model_fn: Callable, features: Any, labels: Any, mode: str,
   if labels is not None and 'labels' not in names and mode != ModeKeys.PREDICT:
     raise ValueError('model_fn does not take "labels", but the input_fn returned labels.')
   available = dict(features=features, labels=labels, mode=mode, params=params, config=config)
-  spec = model_fn(**{n: available[n] for n in names if n in available})
+  token = _MODE.set(mode)
+  try:
+    spec = model_fn(**{n: available[n] for n in names if n in available})
+  finally:
+    _MODE.reset(token)
   if not isinstance(spec, EstimatorSpec):
     raise TypeError(
         f'model_fn must return an EstimatorSpec, got {type(spec).__name__} (mode={mode!r}).')
