@@ -5,6 +5,7 @@ import threading
 import traceback
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -243,6 +244,31 @@ def test_last_partial_batch_is_dropped_with_a_warning_and_steps_are_saved(model_
   assert 'Dropped a training batch of 4 examples' in caplog.text
   assert int(est.get_variable_value('global_step')) == 3
   assert est.latest_checkpoint().endswith('/3')
+
+
+@pytest.mark.parametrize('make', [
+    lambda: tf.data.Dataset.from_tensor_slices(({'x': X, 'z': X[:, :2]}, Y)).batch(64),
+    lambda: tf.data.Dataset.from_tensor_slices({'x': X, 'name': tf.as_string(Y)}).batch(100),
+    lambda: tf.data.Dataset.from_tensor_slices((X, (Y, Y * 2))).batch(100),
+], ids=['dict-and-labels', 'strings-ragged-tail', 'nested-tuples'])
+def test_fast_next_gives_tf_datas_own_elements(make):
+  from jestimator.inputs import tf_next  # pylint: disable=import-outside-toplevel
+  fast = tf_next.fast_next(iter(make()))
+  expected = list(make().as_numpy_iterator())
+  for want in expected:
+    got = fast()
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      assert a.dtype == b.dtype
+      np.testing.assert_array_equal(a, b)
+  with pytest.raises(tf.errors.OutOfRangeError):
+    fast()
+
+
+def test_fast_next_leaves_other_element_specs_to_next():
+  from jestimator.inputs import tf_next  # pylint: disable=import-outside-toplevel
+  ragged = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1], [2, 3]])).batch(2)
+  assert tf_next.fast_next(iter(ragged)) is None
 
 
 def test_fingerprint_is_stable_across_rebuilds_and_tells_inputs_apart():

@@ -36,6 +36,7 @@ import numpy as np
 
 from jestimator.inputs import fingerprint as fp
 from jestimator.inputs import grain_io
+from jestimator.inputs import tf_next
 from jestimator.inputs.sources import check_element_spec, is_grain
 from jestimator.reporting import logger
 from jestimator.spec import ModeKeys
@@ -120,6 +121,7 @@ class InputPipeline:
     self._element, self._offset = None, 0  # current host element [k, B, ...] and cut point
     self._pending: list = []  # single batches handed back (or restored), served first
     self._cardinality = -1
+    self._next = None  # tf.data: pulls the next element faster than next() (tf_next.py)
     self.is_tf_data = is_dataset(source)
     if self.is_tf_data:
       check_element_spec(source)
@@ -127,6 +129,7 @@ class InputPipeline:
       self._cardinality = int(source.cardinality())
       self.stack = stack if stack > 1 and _static_batch(source) else 1
       self._iterator = iter(self._stacked(source))
+      self._next = tf_next.fast_next(self._iterator) or self._iterator.__next__
       reason = _serialize_error(self._iterator)
       self.kind = 'tf.data' if reason is None else 'replay'
       if reason is not None and mode == ModeKeys.TRAIN and self.fingerprint not in _WARNED:
@@ -166,7 +169,7 @@ class InputPipeline:
   def _next_element(self) -> Any:
     """The next element as host arrays (checked once); None at input end."""
     try:
-      element = next(self._iterator)
+      element = next(self._iterator) if self._next is None else self._next()
     except StopIteration:
       return None
     except Exception as e:  # tf.data's errors; tested here so Python input never imports TF
