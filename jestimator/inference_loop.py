@@ -79,7 +79,7 @@ def run_evaluation(estimator, runner, config, pipeline: InputPipeline, size: int
     for i, (features, labels, mask, _) in enumerate(padded_batches(
         pipeline, runner, size, steps, config.prefetch_batches, True)):
       acc, checked, done = eval_step(variables, rng, acc, checked, features, labels, mask,
-                                     first_flag, runner.scalar(i, np.int32))
+                                     first_flag, runner.index(i))
       first_flag = runner.false
       inflight.append(done)
       if len(inflight) > MAX_INFLIGHT_STEPS:
@@ -112,7 +112,7 @@ def run_prediction(estimator, runner, config, pipeline: InputPipeline, size: int
     for i, (features, _, mask, n) in enumerate(padded_batches(
         pipeline, runner, size, None, config.prefetch_batches)):
       predictions, checked = predict_step(variables, rng, checked, features, mask,
-                                          runner.scalar(i, np.int32))
+                                          runner.index(i))
       pending.append((predictions, n))
       due = hook_set.due(i + 1)
       values = None

@@ -104,6 +104,7 @@ class _Item:
   n: int
   stacked: Any = None
   singles: list | None = None
+  span: tuple = ()  # the stacked rows to run: (offset, n) as step inputs
 
 
 class _TrainInput:
@@ -120,13 +121,15 @@ class _TrainInput:
       n = _chunk(step, self.k, self.cadences, self.last)
       if n <= 0:
         raise StopIteration
-      k = self.k
-      chunk = self.pipeline.take(n, stacked=k > 1 and n == k)
+      k = self.k  # stacked: n == k, or any span of an element tf.data stacked itself
+      chunk = self.pipeline.take(n, stacked=k > 1 and (n == k or self.pipeline.stack == k))
       if chunk is None:
         raise StopIteration
       if chunk.stacked is not None:
         self.signature.check(*jax.tree.map(lambda x: x[0], chunk.stacked))
-        return _Item(chunk, n, stacked=self.runner.feed.place_stacked(chunk.stacked)), n
+        span = (self.runner.index(chunk.offset), self.runner.index(chunk.n))
+        return _Item(chunk, chunk.n, stacked=self.runner.feed.place_stacked(chunk.stacked),
+                     span=span), chunk.n
       singles = [self.runner.feed.place(b) for b in chunk.singles if self._keep(b)]
       if singles:
         return _Item(chunk, len(singles), singles=singles), len(singles)
@@ -250,7 +253,8 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
         break
       if item.stacked is not None:
         stacked = stacked or runner.train_step(optimizer, state_shardings, stacked=True)
-        state, checked, loss, metrics = stacked(state, checked, metrics, reset, *item.stacked)
+        state, checked, loss, metrics = stacked(state, checked, metrics, reset, *item.stacked,
+                                                *item.span)
         reset = runner.false
       for batch in item.singles or ():
         state, checked, loss, metrics = single(state, checked, metrics, reset, *batch)

@@ -97,10 +97,19 @@ def _static_batch(dataset: tf.data.Dataset) -> bool:
 
 
 class Chunk:
-  """n consecutive host batches: `stacked` (one tree `[n, B, ...]`) or `singles` (a list)."""
+  """n consecutive host batches: rows `offset .. offset + n - 1` of `stacked` (one tree
+  `[K, B, ...]`), or `singles` (a list)."""
 
-  def __init__(self, n: int, stacked: Any = None, singles: list | None = None):
-    self.n, self.stacked, self.singles = n, stacked, singles
+  def __init__(self, n: int, stacked: Any = None, singles: list | None = None,
+               offset: int = 0):
+    self.n, self.stacked, self.singles, self.offset = n, stacked, singles, offset
+
+  def batches(self) -> list:
+    """The batches as a list of single trees (views)."""
+    if self.singles is not None:
+      return list(self.singles)
+    return [jax.tree.map(lambda x, i=i: x[i], self.stacked)
+            for i in range(self.offset, self.offset + self.n)]
 
 
 class InputPipeline:
@@ -207,8 +216,10 @@ class InputPipeline:
   def take(self, n: int, stacked: bool = False) -> Chunk | None:
     """The next `n` batches (fewer at input end; None if none is left).
 
-    `stacked=True` asks for one `[n, B, ...]` tree: a whole tf.data element
-    when it lines up (no copy), else stacked on the host.
+    `stacked=True` asks for one stacked tree: with an input that stacks its
+    own batches (tf.data, `stack` K), a span of up to `n` rows of the current
+    K-batch element (no copy; fewer than `n` where the element ends), else `n`
+    batches stacked on the host.
     """
     grain_state = (_grain_state(self._iterator, self._remaining()) if self.kind == 'grain'
                    else None)  # where this chunk starts (unget goes back there)
@@ -222,10 +233,15 @@ class InputPipeline:
       return chunk
     if stacked and not self._pending and not self._remaining():
       self._pull()
-    if stacked and not self._pending and self._offset == 0 and self._remaining() == n:
-      tree, self._element = self._element, None  # a whole element: no copy
-      self.taken += n
-      return Chunk(n, stacked=_split(tree, self.mode))
+    if (stacked and self.stack > 1 and not self._pending and self._remaining() and
+        len(jax.tree.leaves(self._element)[0]) == self.stack):  # not a short last element
+      k, offset = min(n, self._remaining()), self._offset
+      chunk = Chunk(k, stacked=_split(self._element, self.mode), offset=offset)
+      self._offset += k
+      self.taken += k
+      if not self._remaining():
+        self._element = None
+      return chunk
     singles = self._pending[:n]
     del self._pending[:n]
     while len(singles) < n:
@@ -239,7 +255,8 @@ class InputPipeline:
     if not singles:
       return None
     self.taken += len(singles)
-    if stacked and len(singles) == n and len({_sizes(b) for b in singles}) == 1:
+    if (stacked and len(singles) == n and self.stack in (1, n) and
+        len({_sizes(b) for b in singles}) == 1):  # stacked on the host: [n, B, ...]
       chunk = Chunk(n, stacked=jax.tree.map(lambda *xs: np.stack(xs), *singles))
     else:
       chunk = Chunk(len(singles), singles=singles)
@@ -255,12 +272,7 @@ class InputPipeline:
       self._element, self._offset, self._pending = None, 0, []
       self.taken -= sum(c.n for c in chunks)
       return
-    singles = []
-    for c in chunks:
-      if c.singles is not None:
-        singles.extend(c.singles)
-      else:
-        singles.extend(jax.tree.map(lambda x, i=i: x[i], c.stacked) for i in range(c.n))
+    singles = [batch for c in chunks for batch in c.batches()]
     self.taken -= len(singles)
     self._pending = singles + self._pending
 

@@ -189,22 +189,33 @@ def make_train_step(module, optimizer: optax.GradientTransformation,
 
 
 def make_multi_step(train_step: Callable) -> Callable:
-  """K train steps in one dispatch: a `lax.scan` of `train_step` over `[K, B, ...]` batches.
+  """Up to K train steps in one dispatch, over rows of batches stacked `[K, B, ...]`.
 
-  Same signature and results as K calls of `train_step` (the loss returned is
-  the last step's); the host dispatches once per K steps (TPUEstimator's
+  `multi_step(state, checked, metrics, reset, features, labels, offset, n)`
+  runs `train_step` on rows `offset .. offset + n - 1` (a `fori_loop` with
+  traced bounds: one executable for every span, so a log or save step inside
+  a stacked element splits it into two dispatches, no host copy, no
+  recompile). Same results as n calls of `train_step`; the loss returned is
+  the last step's. The host dispatches once per K steps (TPUEstimator's
   iterations_per_loop, Keras' steps_per_execution).
   """
 
-  def multi_step(state, checked, metrics, reset, features, labels):
-    def body(carry, batch):
-      state, checked, metrics, reset = carry
-      state, checked, loss, metrics = train_step(state, checked, metrics, reset, *batch)
-      return (state, checked, metrics, jnp.zeros_like(reset)), loss
+  def multi_step(state, checked, metrics, reset, features, labels, offset, n):
+    def row(i):
+      return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False),
+                          (features, labels))
 
-    (state, checked, metrics, _), losses = jax.lax.scan(
-        body, (state, checked, metrics, reset), (features, labels))
-    return state, checked, losses[-1], metrics
+    loss_shape = jax.eval_shape(lambda *a: train_step(*a)[2], state, checked, metrics, reset,
+                                *row(offset))
+
+    def body(i, carry):
+      state, checked, metrics, reset, _ = carry
+      state, checked, loss, metrics = train_step(state, checked, metrics, reset, *row(i))
+      return state, checked, metrics, jnp.zeros_like(reset), loss
+
+    carry = (state, checked, metrics, reset, jnp.zeros(loss_shape.shape, loss_shape.dtype))
+    state, checked, metrics, _, loss = jax.lax.fori_loop(offset, offset + n, body, carry)
+    return state, checked, loss, metrics
 
   return multi_step
 
