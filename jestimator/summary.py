@@ -15,6 +15,7 @@ deleted and created again in the same Python process).
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import uuid
@@ -71,22 +72,82 @@ def _writer(logdir: str):
   return writer
 
 
-def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
+def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any], *,
+                  wait: bool = True) -> None:
   """Writes the numeric scalars of `scalars` at `step` into `logdir`'s event file, flushed.
 
-  Non-scalar and non-numeric values are skipped. A no-op on processes other than 0.
+  Non-scalar and non-numeric values are skipped. A no-op on processes other
+  than 0. `wait=False` (the train loop's summaries) queues the write for a
+  background thread and returns: a write costs ~1.3 ms of TensorFlow eager
+  ops and a flush, a tenth of a 100-step window on a dispatch-bound model.
+  Queued writes keep their order; `flush_pending()` waits for them (and
+  raises a failed write's error); `read_scalars` and every waiting write call it first.
   """
   if jax.process_index() != 0:
     return
   numbers = numeric_scalars(scalars)
   if not numbers:
     return
+  if wait:
+    flush_pending()
+    _write_now(os.fspath(logdir), int(step), numbers)
+  else:
+    _background.put(os.fspath(logdir), int(step), numbers)
+
+
+def _write_now(logdir: str, step: int, numbers: Mapping[str, float]) -> None:
   with _lock:
-    writer = _writer(os.fspath(logdir))
-    with writer.as_default(step=int(step)):
+    writer = _writer(logdir)
+    with writer.as_default(step=step):
       for tag, value in numbers.items():
         tf.summary.scalar(tag, value)
     writer.flush()
+
+
+class _BackgroundWriter:
+  """A thread that runs queued `_write_now` calls in order; it lives from the first
+  queued write to the next `flush` (a train() call's SummarySaverHook ends it)."""
+
+  def __init__(self):
+    self._queue: queue.Queue = queue.Queue()
+    self._thread: threading.Thread | None = None
+    self._error: BaseException | None = None
+    self._lock = threading.Lock()
+
+  def put(self, logdir: str, step: int, numbers: Mapping[str, float]) -> None:
+    with self._lock:
+      if self._thread is None:
+        self._thread = threading.Thread(target=self._run, name='jestimator-summary',
+                                        daemon=True)
+        self._thread.start()
+      self._queue.put((logdir, step, numbers))
+
+  def _run(self) -> None:
+    while (item := self._queue.get()) is not None:
+      try:
+        if self._error is None:
+          _write_now(*item)
+      except BaseException as e:  # noqa: BLE001 - raised by the next flush_pending()
+        self._error = e
+
+  def flush(self) -> None:
+    with self._lock:
+      thread, self._thread = self._thread, None
+      if thread is not None:
+        self._queue.put(None)
+        thread.join()
+      error, self._error = self._error, None
+    if error is not None:
+      raise RuntimeError(f'A TensorBoard summary write failed: {error}') from error
+
+
+_background = _BackgroundWriter()
+
+
+def flush_pending() -> None:
+  """Waits until the summaries queued by `write_scalars(..., wait=False)` are in their
+  files; raises if one of them failed."""
+  _background.flush()
 
 
 def write_eval_results(model_dir: str, eval_dir_name: str, step: int,
@@ -108,6 +169,7 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   from tensorboard.backend.event_processing import event_accumulator as ea  # heavy import
   from tensorboard.util import tensor_util
 
+  flush_pending()
   logdir = os.fspath(logdir)
   if not tf.io.gfile.isdir(logdir):
     return {}
@@ -209,4 +271,4 @@ def plot_history(model_dir: str, metrics: Sequence[str] | str | None = None, ax=
   return fig
 
 
-__all__ = ['numeric_scalars', 'plot_history', 'read_scalars', 'write_eval_results', 'write_scalars']
+__all__ = ['flush_pending', 'numeric_scalars', 'plot_history', 'read_scalars', 'write_eval_results', 'write_scalars']

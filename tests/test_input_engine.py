@@ -174,8 +174,11 @@ def test_feeder_errors_surface_with_the_inputs_traceback(model_dir):
 
 
 def test_no_feeder_thread_is_left_after_train_evaluate_predict(model_dir):
-  est = je.Estimator(mlp_model_fn, model_dir, je.RunConfig(save_checkpoints_steps=5))
+  est = je.Estimator(mlp_model_fn, model_dir,  # summaries are written on their own thread
+                     je.RunConfig(save_checkpoints_steps=5, save_summary_steps=3))
   est.train(shuffled_input_fn, max_steps=12)
+  assert not _feeder_threads()
+  assert [step for step, _ in je.summary.read_scalars(model_dir)['loss']] == [3, 6, 9, 12]
   est.evaluate(lambda: tf.data.Dataset.from_tensor_slices(({'x': X}, Y)).batch(50))
   preds = est.predict(lambda: tf.data.Dataset.from_tensor_slices({'x': X}).batch(50))
   next(preds)

@@ -3,6 +3,7 @@ SummarySaverHook end to end."""
 
 import os
 import shutil
+import threading
 
 import matplotlib
 
@@ -82,6 +83,26 @@ def test_a_deleted_and_recreated_directory_gets_a_new_file(tmp_path):
   shutil.rmtree(logdir)
   summary.write_scalars(logdir, 2, {'loss': 2.0})
   assert summary.read_scalars(logdir) == {'loss': [(2, 2.0)]}
+
+
+def test_queued_writes_land_in_order_once_flushed(tmp_path):
+  logdir = str(tmp_path / 'run')
+  for step in range(1, 41):
+    summary.write_scalars(logdir, step, {'loss': step / 8}, wait=False)
+  summary.flush_pending()
+  assert _events_by_tf(logdir) == {'loss': [(s, s / 8) for s in range(1, 41)]}
+  assert not [t for t in threading.enumerate() if t.name == 'jestimator-summary']
+
+
+def test_a_failed_queued_write_is_raised_by_the_next_flush(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  summary.write_scalars(str(blocker / 'run'), 1, {'loss': 1.0}, wait=False)
+  with pytest.raises(RuntimeError, match='summary write failed'):
+    summary.flush_pending()
+  summary.flush_pending()  # reported once; later writes work again
+  summary.write_scalars(str(tmp_path / 'ok'), 1, {'loss': 1.0}, wait=False)
+  assert summary.read_scalars(str(tmp_path / 'ok')) == {'loss': [(1, 1.0)]}
 
 
 def test_processes_other_than_0_write_nothing(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import jax
 
 from jestimator import summary
 from jestimator.hooks.base import Hook, Request, RunContext
+from jestimator.reporting import logger
 
 
 def find_learning_rate(opt_state: Any) -> Any | None:
@@ -104,8 +105,17 @@ class SummarySaverHook(Hook):
   def _write(self, step: int, scalars: dict[str, Any]) -> None:
     if self._summary_writer is not None:
       self._summary_writer.write_scalars(step, summary.numeric_scalars(scalars))
-    else:
-      summary.write_scalars(self._dir, step, scalars)
+    else:  # off the loop's thread; `end`/`close` wait for it
+      summary.write_scalars(self._dir, step, scalars, wait=False)
+
+  def end(self, run_context: RunContext) -> None:
+    summary.flush_pending()
+
+  def close(self) -> None:  # also on the error path: report, do not mask the loop's error
+    try:
+      summary.flush_pending()
+    except RuntimeError as e:
+      logger.warning('%s', e)
 
 
 __all__ = ['SummarySaverHook', 'find_learning_rate']
