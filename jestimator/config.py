@@ -68,7 +68,8 @@ class RunConfig:
     precision: 'float32', 'mixed_bfloat16' (float32 parameters, bfloat16
       compute, float32 loss/metrics/predictions) or a `training.precision.Policy`.
     save_summary_steps: write TensorBoard scalars (loss, train metrics, speed,
-      learning rate) under model_dir every this many steps (None: never).
+      learning rate) under model_dir every this many steps (None: never;
+      default 100, rounded up to a multiple of steps_per_loop like the log).
     keep_best_checkpoints: also keep the k best evaluated checkpoints (ranked
       by `best_metric`, `best_mode` 'min' or 'max'), beside the newest
       `keep_checkpoint_max`; None keeps no extra ones.
@@ -98,7 +99,7 @@ class RunConfig:
   runner: str = 'jit'
   precision: Any = 'float32'
   prefetch_batches: int = 2
-  save_summary_steps: int | None = 100
+  save_summary_steps: int | None | _Unset = _UNSET
   keep_best_checkpoints: int | None = None
   best_metric: str = 'loss'
   best_mode: str = 'min'
@@ -123,9 +124,10 @@ class RunConfig:
     for name in ('steps_per_loop', 'gradient_accumulation_steps', 'prefetch_batches'):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f'RunConfig: {name} must be an int >= 1, got {getattr(self, name)!r}.')
-    if self.log_step_count_steps is _UNSET:
-      k = self.steps_per_loop if isinstance(self.steps_per_loop, int) and self.steps_per_loop > 0 else 1
-      object.__setattr__(self, 'log_step_count_steps', -(-_DEFAULT_LOG_STEPS // k) * k)
+    k = self.steps_per_loop  # checked above: defaults never cut a K-step dispatch
+    for name in ('log_step_count_steps', 'save_summary_steps'):
+      if getattr(self, name) is _UNSET:
+        object.__setattr__(self, name, -(-_DEFAULT_LOG_STEPS // k) * k)
     if self.compilation_cache_dir is _UNSET:
       object.__setattr__(self, 'compilation_cache_dir', default_cache_dir())
     if self.best_mode not in ('min', 'max'):

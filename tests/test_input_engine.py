@@ -342,3 +342,6 @@ def test_default_log_cadence_is_a_multiple_of_steps_per_loop():
   assert je.RunConfig(steps_per_loop=16).log_step_count_steps == 112  # no dispatch is cut
   assert je.RunConfig(steps_per_loop=16, log_step_count_steps=50).log_step_count_steps == 50
   assert je.RunConfig(log_step_count_steps=None).log_step_count_steps is None
+  assert je.RunConfig().save_summary_steps == 100
+  assert je.RunConfig(steps_per_loop=16).save_summary_steps == 112
+  assert je.RunConfig(steps_per_loop=16, save_summary_steps=None).save_summary_steps is None
