@@ -105,7 +105,7 @@ class SummarySaverHook(Hook):
   def _write(self, step: int, scalars: dict[str, Any]) -> None:
     if self._summary_writer is not None:
       self._summary_writer.write_scalars(step, summary.numeric_scalars(scalars))
-    else:  # off the loop's thread; `end`/`close` wait for it
+    else:  # unflushed: TensorBoard's writer thread writes it; `end`/`close` flush
       summary.write_scalars(self._dir, step, scalars, wait=False)
 
   def end(self, run_context: RunContext) -> None:
@@ -114,8 +114,8 @@ class SummarySaverHook(Hook):
   def close(self) -> None:  # also on the error path: report, do not mask the loop's error
     try:
       summary.flush_pending()
-    except RuntimeError as e:
-      logger.warning('%s', e)
+    except Exception as e:  # noqa: BLE001
+      logger.warning('TensorBoard summaries could not be flushed: %s', e)
 
 
 __all__ = ['SummarySaverHook', 'find_learning_rate']
