@@ -24,15 +24,16 @@ same with a user pipeline holding a `.shuffle(65536)` buffer.
 
   python benchmarks/train_throughput.py [--steps 2000] [--rounds 3]
 
-Last figures (2-core CPU, quiet, jax 0.10.2; medians of 3 rounds; rounds vary up to 2x):
-  MLP 64-256-256-10, batch 256:  estimator / hand 1.01, est K=16 / hand-scan 0.96
-  MLP 64-16-16-10, batch 32:     estimator / hand 0.90 (0.87-0.96 across runs; misses the
-                                 1.00 target; 1.00 with log_step_count_steps=None),
-                                 est K=16 / hand-scan 0.70-1.16 across runs
-  per train(steps=2000) call:    +0.28 s with numpy_input_fn's full shuffle (input item 1 KB);
+Last figures (2-core CPU, quiet, jax 0.10.2; medians of 5 rounds; rounds vary up to 1.8x):
+  MLP 64-256-256-10, batch 256:  estimator / hand 1.06, est K=16 / hand-scan 0.99
+  MLP 64-16-16-10, batch 32:     estimator / hand 1.30, est K=16 / hand-scan 1.07
+  per train(steps=2000) call:    +0.27 s with numpy_input_fn's full shuffle (input item 1 KB);
                                  +1.9 s with a user .shuffle(65536) buffer (32 MB captured and
                                  written on every save)
-  Every train() now also writes TensorBoard scalars every 100 steps (about 1.3 ms a write).
+  What moved the dispatch-bound figures (0.90 and 0.70-1.16 before): tf.data elements pulled
+  without TF's Python repacking (`inputs/tf_next.py`), TensorBoard scalars written without
+  tf.summary ops, summaries on the log's cadence (a multiple of K), log/save steps splitting
+  a stacked element into spans of one executable instead of single steps and host copies.
 """
 
 from __future__ import annotations
