@@ -25,16 +25,13 @@ machine the "device" shares the host's cores, so full is nearer to
 
   python benchmarks/wide_deep.py [--steps 300] [--batch 512] [--rounds 5]
 
-Last figures (2-core CPU shared with other jobs, jax 0.10.2, one device; two
-runs of 5 rounds, medians of rounds):
-  device                          404k / 501k examples/s
-  per-example  host               124k / 105k   (the bound: the per-example pipeline
-                                                 alone makes ~138k/s; the feature
-                                                 columns alone ~910k/s)
-               full                88k / 111k
-  pandas       host               329k / 522k   (index pipeline alone ~725k/s)
-               full               196k / 252k
-  full, pandas / per-example      2.21x / 2.19x (rounds 1.28-2.56 / 1.89-2.47)
+Last figures (2-core CPU, quiet, jax 0.10.2, one device; 5 rounds, medians of rounds):
+  device                          407k examples/s
+  per-example  host               152k   (the bound: the per-example pipeline)
+               full               112k
+  pandas       host               554k
+               full               236k
+  full, pandas / per-example      2.42x (rounds 1.79-3.90)
 """
 
 from __future__ import annotations
