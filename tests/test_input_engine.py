@@ -268,6 +268,19 @@ def test_fast_next_gives_tf_datas_own_elements(make):
     fast()
 
 
+def test_csv_columns_keep_their_values(tmp_path):
+  """make_csv_dataset's OrderedDict: TF flattens its keys sorted, jax in column order."""
+  from jestimator.inputs import pipeline, tf_next  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'data.csv').write_text('zeta,alpha,label\n1,2,0\n3,4,1\n')
+  make = lambda: tf.data.experimental.make_csv_dataset(
+      str(tmp_path / 'data.csv'), batch_size=2, label_name='label', shuffle=False, num_epochs=1)
+  assert tf_next.fast_next(iter(make())) is None
+  features, labels = pipeline.InputPipeline(make(), je.ModeKeys.EVAL).next_batch()
+  np.testing.assert_array_equal(features['zeta'], [1, 3])
+  np.testing.assert_array_equal(features['alpha'], [2, 4])
+  np.testing.assert_array_equal(labels, [0, 1])
+
+
 def test_fast_next_leaves_other_element_specs_to_next():
   from jestimator.inputs import tf_next  # pylint: disable=import-outside-toplevel
   ragged = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1], [2, 3]])).batch(2)

@@ -8,8 +8,9 @@ on the dispatch-bound benchmark (`({'x': [32, 64]}, [32])` elements):
 train step's own dispatch. Here the op runs directly, its flat outputs become
 numpy (`_numpy()`, no copy on CPU) and the structure comes back through a
 `jax` treedef computed once. Only plain dense `TensorSpec` leaves qualify
-(`sources.check_element_spec` rejects sparse and ragged ones anyway); any
-other element spec keeps `next()`.
+(`sources.check_element_spec` rejects sparse and ragged ones anyway), in the
+same order in TF's and jax's flattening (not so for an `OrderedDict`, e.g.
+`make_csv_dataset`'s: TF sorts its keys); any other element spec keeps `next()`.
 
 It uses TensorFlow internals (`gen_dataset_ops.iterator_get_next`, the
 iterator's resource and flat output types), stable across TF 2.x; if they
@@ -38,8 +39,9 @@ def fast_next(iterator) -> Callable[[], Any] | None:
     return None
   leaves, treedef = jax.tree.flatten(spec, is_leaf=lambda x: isinstance(x, tf.TypeSpec))
   if (len(leaves) != len(types) or
-      not all(type(leaf) is tf.TensorSpec for leaf in leaves)):  # pylint: disable=unidiomatic-typecheck
-    return None
+      not all(type(leaf) is tf.TensorSpec for leaf in leaves) or  # pylint: disable=unidiomatic-typecheck
+      not all(a is b for a, b in zip(leaves, tf.nest.flatten(spec)))):
+    return None  # e.g. an OrderedDict: TF sorts its keys, jax keeps their order
   get_next, unflatten = gen_dataset_ops.iterator_get_next, treedef.unflatten
 
   def next_element():
