@@ -61,7 +61,7 @@ def input_fn(input_context, mode):
     ds = ds.repeat()
   else:
     ds = ds.take(100)
-  ds = ds.batch(GLOBAL_BATCH).map(lambda f, l: (
+  ds = ds.batch(GLOBAL_BATCH, drop_remainder=mode == je.ModeKeys.TRAIN).map(lambda f, l: (
       {k: v[p * local:(p + 1) * local] for k, v in f.items()}, l[p * local:(p + 1) * local]))
   return ds.filter(lambda f, l: tf.shape(l)[0] > 0)
 
@@ -79,7 +79,9 @@ def grain_input_fn(input_context, mode):
   return ds[shard.shard_index::shard.shard_count]
 
 
-config = je.RunConfig(save_checkpoints_steps=5, log_step_count_steps=5)
+# 'k4': 4 steps per dispatch; the log/save cadence 5 splits stacked elements into spans
+config = je.RunConfig(save_checkpoints_steps=5, log_step_count_steps=5,
+                      steps_per_loop=4 if variant == 'k4' else 1)
 est = je.Estimator(model_fn, model_dir, config)
 if variant == 'grain':
   input_fn = grain_input_fn

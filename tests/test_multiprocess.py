@@ -68,6 +68,10 @@ def test_two_processes_equal_one_process(tmp_path):
   run_two_processes_and_one(tmp_path)
 
 
+def test_steps_per_loop_with_two_processes_equals_one(tmp_path):
+  run_two_processes_and_one(tmp_path, 'k4')
+
+
 def test_train_and_evaluate_with_two_processes_equals_one(tmp_path):
   from jestimator.summary import read_scalars  # pylint: disable=import-outside-toplevel
   run_two_processes_and_one(tmp_path, 'train_and_evaluate')

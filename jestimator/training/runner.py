@@ -317,9 +317,11 @@ class Runner:
     return jax.device_put(np.asarray(value, dtype), self._repl)
 
   def index(self, i: int) -> Any:
-    """A batch index for a step: numpy in one process (the step's in_shardings place it
-    for free; a `device_put` per batch cost ~0.3 ms, 10% of an eval step), else replicated."""
-    return np.int32(i) if jax.process_count() == 1 else self.scalar(i, np.int32)
+    """A small int input of a step (a batch index, a span's offset or length) as numpy:
+    the step's replicated in_sharding places it (jit takes numpy for a fully replicated
+    input with any number of processes). A `device_put` per batch cost ~0.3 ms, 10% of
+    an eval step, and with several processes it is a blocking collective."""
+    return np.int32(i)
 
   def empty_checks(self) -> checks.CheckSlot:
     """A replicated `CheckSlot` with no failure (threaded through the steps)."""
