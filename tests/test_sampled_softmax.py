@@ -38,6 +38,20 @@ def test_loss_equals_tensorflow_for_the_same_sampled_values(num_true, remove_acc
   np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_bfloat16_inputs_with_accidental_hits_give_a_finite_loss():
+  """-FLT_MAX is -inf in bfloat16: the logits are formed in float32."""
+  weights, biases, labels, inputs = _problem()
+  sampled = tf.random.log_uniform_candidate_sampler(labels, 1, 10, True, 20, seed=3)
+  sampled = [np.asarray(v) for v in sampled]
+  assert (labels[:, :, None] == sampled[0]).any()
+  f32 = je.heads.sampled_softmax_loss(weights, biases, labels.astype(np.int32), inputs, 10, 20,
+                                      1, sampled)
+  bf16 = je.heads.sampled_softmax_loss(weights, biases, labels.astype(np.int32),
+                                       inputs.astype(jax.numpy.bfloat16), 10, 20, 1, sampled)
+  assert np.isfinite(bf16).all()
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2, atol=2e-2)
+
+
 def test_gradients_equal_tensorflow():
   weights, biases, labels, inputs = _problem(num_true=2)
   sampled_values = tf.random.log_uniform_candidate_sampler(labels, 2, 10, True, 20, seed=5)

@@ -244,7 +244,9 @@ def compute_sampled_logits(weights, biases, labels, inputs, num_sampled: int, nu
                      f'({num_sampled},), got {sampled.shape}.')
   labels = labels.astype(jnp.int32)
   sampled = sampled.astype(jnp.int32)
-  dtype = inputs.dtype
+  # float32 at least: -FLT_MAX is -inf in bfloat16, and 0 * log_softmax(-inf) is NaN
+  dtype = jnp.promote_types(inputs.dtype, jnp.float32)
+  inputs = inputs.astype(dtype)
   true_w = weights[labels].astype(dtype)  # [batch, num_true, dim]
   true_logits = jnp.einsum('bd,btd->bt', inputs, true_w) + biases[labels].astype(dtype)
   sampled_logits = inputs @ weights[sampled].astype(dtype).T + biases[sampled].astype(dtype)
