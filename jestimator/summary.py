@@ -114,12 +114,17 @@ def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any], *,
       writer.flush()
 
 
-def flush_pending() -> None:
-  """Flushes every open writer: the scalars written with `wait=False` are in their files."""
-  with _lock:
-    writers = [writer for writer, _ in _writers.values()]
-  for writer in writers:
-    writer.flush()
+def flush_pending(logdir: str | None = None) -> None:
+  """Flushes the open writer of `logdir` (None: every one), so the scalars written with
+  `wait=False` are in their files; raises what its writer thread failed on."""
+  with _lock:  # not racing `_writer` replacing (and closing) a writer
+    if logdir is None:
+      writers = [writer for writer, _ in _writers.values()]
+    else:
+      key = os.path.abspath(os.fspath(logdir)) if '://' not in os.fspath(logdir) else logdir
+      writers = [_writers[key][0]] if key in _writers else []
+    for writer in writers:
+      writer.flush()
 
 
 def write_eval_results(model_dir: str, eval_dir_name: str, step: int,
@@ -141,8 +146,8 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   from tensorboard.backend.event_processing import event_accumulator as ea  # heavy import
   from tensorboard.util import tensor_util
 
-  flush_pending()
   logdir = os.fspath(logdir)
+  flush_pending(logdir)
   if not tf.io.gfile.isdir(logdir):
     return {}
   acc = ea.EventAccumulator(logdir, size_guidance={ea.TENSORS: 0, ea.SCALARS: 0},

@@ -109,13 +109,17 @@ class SummarySaverHook(Hook):
       summary.write_scalars(self._dir, step, scalars, wait=False)
 
   def end(self, run_context: RunContext) -> None:
-    summary.flush_pending()
+    self.close()
 
-  def close(self) -> None:  # also on the error path: report, do not mask the loop's error
+  def close(self) -> None:
+    """Flushes this hook's event file. A failure is logged, not raised: it must neither
+    cost train() its final checkpoint (saved after `end`) nor mask the loop's error."""
+    if self._summary_writer is not None or self._dir is None:
+      return
     try:
-      summary.flush_pending()
+      summary.flush_pending(self._dir)
     except Exception as e:  # noqa: BLE001
-      logger.warning('TensorBoard summaries could not be flushed: %s', e)
+      logger.warning('TensorBoard summaries in %s could not be written: %s', self._dir, e)
 
 
 __all__ = ['SummarySaverHook', 'find_learning_rate']
