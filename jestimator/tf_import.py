@@ -1,8 +1,9 @@
 """TensorFlow, imported on first use and without the Keras it would load eagerly.
 
 jestimator uses TensorFlow for tf.data, feature columns' string ops,
-tf.summary and SavedModel export, never Keras, and an Estimator fed numpy
-batches needs none of it until it writes TensorBoard scalars. So
+SavedModel export and (through TensorBoard's compat layer) event files, never
+Keras, and an Estimator fed numpy batches needs none of it until it writes
+TensorBoard scalars. So
 `import jestimator` does not import TensorFlow (about 2.3 s of the 2.7 s it
 took here); modules that use it write
 

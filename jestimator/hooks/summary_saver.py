@@ -58,7 +58,7 @@ class SummarySaverHook(Hook):
     if summary_writer is not None and not callable(getattr(summary_writer, 'write_scalars',
                                                            None)):
       raise ValueError(
-          'SummarySaverHook: summary_writer must be None (write with tf.summary to '
+          'SummarySaverHook: summary_writer must be None (write TensorBoard events to '
           'output_dir) or have a write_scalars(step, scalars) method (e.g. a '
           f'clu.metric_writers writer); got {type(summary_writer).__name__}.')
     if (save_steps is None) == (save_secs is None):
