@@ -49,10 +49,11 @@ class RunConfig:
     progress_bar: show tqdm bars for train (known total), evaluate, predict:
       True, False, or 'auto' (only in a terminal or a Jupyter notebook, never
       as carriage-return floods in CI logs).
-    steps_per_loop: train steps per host dispatch (a `lax.scan` over stacked
-      batches); logs and step-based checkpoints still land on their steps
-      (steps just before one run singly, so make those cadences multiples of
-      it), hooks run once per loop.
+    steps_per_loop: train steps per host dispatch (a loop over batches that
+      tf.data stacks K at a time); logs and step-based checkpoints still land
+      on their steps (a dispatch then runs part of a stacked element; with a
+      Python iterable the steps before them run singly), hooks run once per
+      loop.
     gradient_accumulation_steps: micro-batches per step; their gradients are
       averaged into one update (the batch must divide by it): the update of
       the whole batch for a mean loss; batch statistics update per micro-batch.

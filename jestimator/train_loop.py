@@ -167,9 +167,10 @@ def run_train_loop(estimator, runner: Runner, store: CheckpointStore, config: Ru
                    hooks: list[Hook], listeners: list = ()) -> tuple[TrainState, int, bool]:
   """Runs train steps from global step `start` until `last`, a hook's stop, or input end.
 
-  Each dispatch runs one step or, with `steps_per_loop=K`, K steps as a scan
-  over stacked batches (the steps left before a log/pause/requested/last step
-  run one by one, so there are only two executables); the state is donated
+  Each dispatch runs one step or, with `steps_per_loop=K`, up to K steps over
+  rows of a stacked element (a log/pause/requested/last step inside an
+  element splits it into spans of the same executable; batches handed back or
+  from a Python iterable run one by one); the state is donated
   from dispatch to dispatch. The values hooks request are fetched with the
   log line's, on their steps only. Saves at pause points on the config's
   cadence and once at the end; on any error, stops the feeder and waits for

@@ -5,8 +5,9 @@ value and hands out host (numpy) batches in *chunks*: `take(n)` gives `n`
 consecutive batches, either stacked `[n, B, ...]` (one dispatch of n steps)
 or as single batches. With `stack=K` a tf.data input stacks K batches inside
 its own graph (`dataset.batch(K)`), so the host pays one `next()` per K
-steps; a chunk that does not line up with those elements is cut from them on
-the host (views; a copy only for a stacked chunk spanning two elements).
+steps; a stacked chunk is a span of rows of one element (no copy), so a log
+or save step inside an element splits it in two. Batches handed back (or
+restored) are served one by one first.
 
 The position is saved in one of three ways (`kind`):
 
