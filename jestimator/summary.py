@@ -63,6 +63,12 @@ def numeric_scalars(scalars: Mapping[str, Any]) -> dict[str, float]:
   return out
 
 
+def _key(logdir: str) -> str:
+  """The cache key of `logdir`'s writer: its absolute path (a URL as it is)."""
+  logdir = os.fspath(logdir)
+  return logdir if '://' in logdir else os.path.abspath(logdir)
+
+
 def _exists(path: str) -> bool:
   return tf.io.gfile.exists(path) if '://' in path else os.path.exists(path)
 
@@ -71,7 +77,7 @@ def _writer(logdir: str):
   """The cached writer of `logdir`; a new one if there is none or its file is gone."""
   from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=import-outside-toplevel
 
-  key = os.path.abspath(logdir) if '://' not in logdir else logdir
+  key = _key(logdir)
   cached = _writers.get(key)
   if cached is not None and _exists(cached[1]):
     return cached[0]
@@ -121,8 +127,8 @@ def flush_pending(logdir: str | None = None) -> None:
     if logdir is None:
       writers = [writer for writer, _ in _writers.values()]
     else:
-      key = os.path.abspath(os.fspath(logdir)) if '://' not in os.fspath(logdir) else logdir
-      writers = [_writers[key][0]] if key in _writers else []
+      cached = _writers.get(_key(logdir))
+      writers = [cached[0]] if cached is not None else []
     for writer in writers:
       writer.flush()
 
